@@ -1,0 +1,6 @@
+import sys
+
+from kerasrnn.errors import cli_main
+from kerasrnn.train import main
+
+sys.exit(cli_main(main))

@@ -1,0 +1,46 @@
+"""The model card written into each run folder (README.md)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def model_card(out_dir: Path, config: dict, report: dict) -> str:
+    s = config["data_summary"]
+    rows = "\n".join(
+        f"| {lab} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
+        for lab, m in report["per_class"].items()
+    )
+    v = config["versions"]
+    return f"""# Model card: {out_dir.name}
+
+Recurrent text classifier trained with kerasrnn (Keras {v['keras']}, backend {v['backend']}).
+
+## Data
+- source: `{config['data']}` (text column `{config['text_column']}`, label column `{config['label_column']}`)
+- test data: {f"`{config['test_data']}`" if config['test_data'] else f"stratified split of the source ({config['test_split']:.0%}, seed {config['seed']})"}
+- rows: {s['rows_used']} used ({s['blank_texts_skipped']} blank texts skipped); train {s['train']}, validation {s['validation']}, test {s['test']}
+- labels (in output order): {', '.join(config['labels'])}
+
+## Model
+Embedding({config['vocab_size']}, {config['embed_dim']}, mask_zero) -> {config['num_layers']} x SimpleRNN({config['units']}) -> {config['pooling']} -> Dense({config['num_classes']}, softmax).
+Tokenizer: regex split, vocabulary of {config['vocab_size']} ids (lower, Capitalised and UPPER spellings share an id),
+<START> prepended, max_len {config['max_len']}, post-padded with <PAD>=0.
+Trained {config['training']['epochs_run']} epochs (early stopping on validation loss, best weights kept), batch {config['batch_size']}, Adam lr {config['learning_rate']}.
+
+## Test metrics
+- accuracy: **{report['accuracy']:.4f}**
+- macro-F1: **{report['macro_f1']:.4f}** over {report['num_examples']} texts
+
+| label | precision | recall | F1 | support |
+| --- | --- | --- | --- | --- |
+{rows}
+
+See metrics.json, history.csv, training_curves.png and confusion_matrix.png.
+
+## Use and ship
+```
+python -m kerasrnn.predict --run {out_dir} "some text"
+python tools/export.py --format all --run {out_dir}
+python tools/check_parity.py
+```
+"""

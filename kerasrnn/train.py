@@ -1,0 +1,382 @@
+"""Train a recurrent text classifier: `python -m kerasrnn.train [--data FILE] [options]`.
+
+Reads the data, splits it (stratified, seeded), learns the vocabulary on the training split,
+trains Embedding -> SimpleRNN -> Dense with model.fit and writes a run folder (see kerasrnn.run).
+Every option can also come from a JSON config file (`--config`); flags given on the command line
+win over the file, the file wins over the defaults below.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+# Plain data: every hyperparameter and its default.
+DEFAULTS = {
+    "data": None,               # None: the packaged SMS spam dataset
+    "text_column": "text",
+    "label_column": "label",
+    "test_data": None,
+    "val_split": 0.1,
+    "test_split": 0.2,
+    "vocab_size": 20000,
+    "max_len": None,            # None: 95th percentile of training token counts, within [8, 256]
+    "embed_dim": 64,
+    "units": 64,
+    "num_layers": 1,
+    "dropout": 0.0,
+    "pooling": "last",
+    "epochs": 10,
+    "batch_size": 32,
+    "learning_rate": 2e-3,
+    "patience": 2,
+    "class_weight": "none",
+    "seed": 0,
+    "device": "auto",
+    "distribute": "none",
+    "replicas": 2,
+    "output": None,             # None: runs/<timestamp>
+    "verbose": None,            # None: progress bar on a terminal, one line per epoch otherwise
+}
+
+
+def parse_args(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m kerasrnn.train", description=__doc__.split("\n\n")[0],
+                                argument_default=argparse.SUPPRESS)
+    p.add_argument("--config", help="JSON file with any of the options below (flags override it)")
+    p.add_argument("--data", help="CSV, TSV, JSONL (optionally .gz) or a folder of class sub-folders; "
+                                  "default: the packaged SMS spam data")
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.add_argument("--test-data", help="a separate test file; otherwise a stratified split of --data")
+    p.add_argument("--val-split", type=float)
+    p.add_argument("--test-split", type=float)
+    p.add_argument("--vocab-size", type=int, help="vocabulary size including the 3 reserved ids")
+    p.add_argument("--max-len", type=int, help="tokens per text including <START>")
+    p.add_argument("--embed-dim", type=int)
+    p.add_argument("--units", type=int)
+    p.add_argument("--num-layers", type=int)
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--pooling", choices=["last", "max", "mean"], help="how the RNN outputs become one vector")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (best weights are restored)")
+    p.add_argument("--class-weight", choices=["none", "balanced"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu"], help="cpu hides every GPU")
+    p.add_argument("--distribute", choices=["none", "mirrored"])
+    p.add_argument("--replicas", type=int, help="logical CPU devices for --distribute mirrored without a GPU")
+    p.add_argument("--output", help="run folder to create (default runs/<timestamp>)")
+    p.add_argument("--verbose", type=int, choices=[0, 1, 2], help="Keras progress output")
+    args = vars(p.parse_args(argv))
+    return resolve_config(args)
+
+
+def resolve_config(cli: dict) -> dict:
+    from kerasrnn.errors import UserError
+
+    config = dict(DEFAULTS)
+    path = cli.pop("config", None)
+    if path:
+        try:
+            from_file = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read config ({exc.strerror})") from None
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg})") from None
+        if not isinstance(from_file, dict):
+            raise UserError(f"{path}: expected a JSON object of options")
+        unknown = sorted(set(k.replace("-", "_") for k in from_file) - set(DEFAULTS))
+        if unknown:
+            raise UserError(f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
+        config.update({k.replace("-", "_"): v for k, v in from_file.items()})
+    config.update(cli)
+    checks = [
+        (0 <= config["val_split"] < 1 and 0 <= config["test_split"] < 1
+         and config["val_split"] + config["test_split"] < 1, "--val-split and --test-split must be in [0, 1) with sum < 1"),
+        (config["vocab_size"] >= 4, "--vocab-size must be at least 4"),
+        (config["max_len"] is None or config["max_len"] >= 2, "--max-len must be at least 2"),
+        (min(config["embed_dim"], config["units"], config["num_layers"], config["epochs"], config["batch_size"]) >= 1,
+         "--embed-dim, --units, --num-layers, --epochs and --batch-size must be positive"),
+        (0 <= config["dropout"] < 1, "--dropout must be in [0, 1)"),
+        (config["learning_rate"] > 0, "--learning-rate must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+    return config
+
+
+def _prepare_device(config: dict) -> None:
+    """Environment settings that must be in place before TensorFlow / JAX / torch start."""
+    if config["device"] == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def new_output_dir(config: dict) -> Path:
+    from kerasrnn.errors import UserError
+
+    if config["output"]:
+        out = Path(config["output"])
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UserError(f"{out}: already exists and is not empty; choose another --output "
+                            "(nothing is overwritten)")
+        return out
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path("runs") / stamp
+    n = 1
+    while out.exists():
+        n += 1
+        out = Path("runs") / f"{stamp}-{n}"
+    return out
+
+
+def prepare_data(config: dict):
+    """Load, split and encode. Returns a dict of arrays plus the tokenizer and labels."""
+    import numpy as np
+
+    from kerasrnn.data import encode_labels, label_order, load_dataset, stratified_split
+    from kerasrnn.errors import UserError
+    from kerasrnn.tokenizer import Tokenizer, build_vocabulary, derive_max_len
+
+    data = load_dataset(config["data"], config["text_column"], config["label_column"])
+    labels = label_order(data.labels)
+    if len(labels) < 2:
+        raise UserError(f"{data.source}: only one class ({labels[0]!r}); a classifier needs at least two")
+    y = encode_labels(data, labels, "data")
+    texts = np.array(data.texts, dtype=object)
+    seed = config["seed"]
+    if config["test_data"]:
+        test = load_dataset(config["test_data"], config["text_column"], config["label_column"])
+        y_test = encode_labels(test, labels, "--test-data")
+        train_idx, val_idx = stratified_split(y, [config["val_split"]], seed)
+        x_test_text = list(test.texts)
+    else:
+        train_idx, val_idx, test_idx = stratified_split(y, [config["val_split"], config["test_split"]], seed)
+        if len(test_idx) == 0:
+            raise UserError(f"{data.source}: too few rows for a test split; add data, raise --test-split "
+                            "or pass --test-data")
+        x_test_text, y_test = list(texts[test_idx]), y[test_idx]
+    train_texts = list(texts[train_idx])
+    words = build_vocabulary(train_texts, config["vocab_size"])
+    max_len = config["max_len"] or derive_max_len(train_texts)
+    tokenizer = Tokenizer(words, max_len)
+    out = {
+        "x_train": tokenizer.encode(train_texts), "y_train": y[train_idx],
+        "x_val": tokenizer.encode(texts[val_idx]), "y_val": y[val_idx],
+        "x_test": tokenizer.encode(x_test_text), "y_test": np.asarray(y_test),
+        "test_texts": x_test_text, "tokenizer": tokenizer, "labels": labels, "dataset": data,
+    }
+    return out
+
+
+def make_dataset(x, y, batch_size: int, shuffle: bool, seed: int, sample_weight=None):
+    """tf.data pipeline when TensorFlow is installed; plain arrays otherwise (JAX/torch-only hosts)."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return (x, y) if sample_weight is None else (x, y, sample_weight)
+    parts = (x, y) if sample_weight is None else (x, y, sample_weight)
+    ds = tf.data.Dataset.from_tensor_slices(parts)
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _strategy(config: dict):
+    import keras
+
+    if config["distribute"] == "none":
+        return None
+    from kerasrnn.errors import UserError
+
+    if keras.backend.backend() != "tensorflow":
+        raise UserError("--distribute mirrored needs KERAS_BACKEND=tensorflow")
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return tf.distribute.MirroredStrategy()
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * config["replicas"])
+    except RuntimeError:
+        pass  # already initialised (e.g. a second run in one process): use what exists
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def versions() -> dict:
+    import keras
+    import numpy as np
+
+    out = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__,
+           "backend": keras.backend.backend()}
+    for name in ("tensorflow", "jax", "torch"):
+        if name in sys.modules:
+            out[name] = getattr(sys.modules[name], "__version__", "?")
+    return out
+
+
+def train(config: dict) -> Path:
+    """Run one training job as configured; return the run folder."""
+    _prepare_device(config)
+    out_dir = new_output_dir(config)
+    prepared = prepare_data(config)  # all input checks happen here, before anything is written
+
+    import keras
+    import numpy as np
+
+    from kerasrnn.model import build_model
+
+    keras.utils.set_random_seed(config["seed"])
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    tokenizer, labels = prepared["tokenizer"], prepared["labels"]
+    model_config = {
+        "vocab_size": tokenizer.vocab_size, "num_classes": len(labels), "max_len": tokenizer.max_len,
+        "embed_dim": config["embed_dim"], "units": config["units"], "num_layers": config["num_layers"],
+        "dropout": config["dropout"], "pooling": config["pooling"],
+    }
+    strategy = _strategy(config)
+    with strategy.scope() if strategy else _nullcontext():
+        model = build_model(**model_config)
+        model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    y_train = prepared["y_train"]
+    sample_weight = None
+    if config["class_weight"] == "balanced":
+        counts = np.bincount(y_train, minlength=len(labels)).astype(float)
+        weights = np.where(counts > 0, len(y_train) / (len(labels) * np.maximum(counts, 1)), 0.0)
+        sample_weight = weights[y_train].astype("float32")
+    train_ds = make_dataset(prepared["x_train"], y_train, config["batch_size"], True, config["seed"], sample_weight)
+    has_val = len(prepared["y_val"]) > 0
+    val_ds = make_dataset(prepared["x_val"], prepared["y_val"], config["batch_size"], False, config["seed"]) if has_val else None
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss",
+                                               patience=config["patience"], restore_best_weights=True)]
+    fit_kwargs = {}
+    if not isinstance(train_ds, tuple):
+        fit = dict(x=train_ds, validation_data=val_ds)
+    else:  # arrays: let Keras batch and shuffle
+        fit = dict(x=train_ds[0], y=train_ds[1], batch_size=config["batch_size"], shuffle=True,
+                   validation_data=val_ds)
+        if sample_weight is not None:
+            fit_kwargs["sample_weight"] = sample_weight
+    verbose = config["verbose"] if config["verbose"] is not None else (1 if sys.stdout.isatty() else 2)
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        # Keras warns that fit's default shuffle=True is ignored for a tf.data input: ours is shuffled.
+        warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+        history = model.fit(**fit, **fit_kwargs, epochs=config["epochs"], callbacks=callbacks,
+                            verbose=verbose)
+    train_seconds = time.perf_counter() - started
+
+    from kerasrnn.metrics import classification_report
+
+    probs = model.predict(prepared["x_test"], batch_size=256, verbose=0)
+    report = classification_report(prepared["y_test"], probs.argmax(axis=1), labels)
+    write_run(out_dir, model, config, model_config, prepared, report, history.history, train_seconds)
+    return out_dir
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def write_run(out_dir: Path, model, config, model_config, prepared, report, history, train_seconds) -> None:
+    """Write every run file into a temporary folder, then rename it into place in one step."""
+    import shutil
+
+    from kerasrnn import run as R
+    from kerasrnn.fileio import write_json_atomic, write_text_atomic
+    from kerasrnn.plots import plot_confusion, plot_history
+    from kerasrnn.report import model_card
+
+    tokenizer, labels, data = prepared["tokenizer"], prepared["labels"], prepared["dataset"]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        model.save(tmp / R.MODEL_FILE)
+        tokenizer.save_vocab(tmp / R.VOCAB_FILE)
+        write_text_atomic(tmp / R.LABELS_FILE, "\n".join(labels) + "\n")
+        full_config = {
+            **{k: v for k, v in config.items() if k != "output"},
+            "data": data.source,
+            **model_config,
+            "labels": labels,
+            "tokenizer": tokenizer.spec(),
+            "data_summary": {
+                "rows_used": len(data.texts), "blank_texts_skipped": data.skipped_blank,
+                "train": int(len(prepared["y_train"])), "validation": int(len(prepared["y_val"])),
+                "test": int(len(prepared["y_test"])),
+            },
+            "training": {"epochs_run": len(history.get("loss", [])), "seconds": round(train_seconds, 2),
+                         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+            "versions": versions(),
+        }
+        write_json_atomic(tmp / R.CONFIG_FILE, full_config)
+        write_json_atomic(tmp / R.METRICS_FILE, report)
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        keys = list(history)
+        writer.writerow(["epoch", *keys])
+        for i in range(len(history.get("loss", []))):
+            writer.writerow([i + 1, *(f"{history[k][i]:.6f}" for k in keys)])
+        write_text_atomic(tmp / "history.csv", buf.getvalue())
+        write_text_atomic(tmp / R.SPLIT_FILE, "".join(
+            json.dumps({"text": t, "label": labels[int(y)]}, ensure_ascii=False) + "\n"
+            for t, y in zip(prepared["test_texts"], prepared["y_test"])))
+        import numpy as np
+
+        plot_history(history, tmp / "training_curves.png")
+        plot_confusion(np.array(report["confusion_matrix"]["rows_true_cols_predicted"]), labels,
+                       tmp / "confusion_matrix.png")
+        write_text_atomic(tmp / "README.md", model_card(out_dir, full_config, report))
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked before training)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out_dir.parent.name == "runs" or config["output"] is None:
+        write_text_atomic(out_dir.parent / R.LATEST, out_dir.name + "\n")
+
+
+def main(argv=None) -> int:
+    config = parse_args(argv)
+    out_dir = train(config)
+    from kerasrnn.run import METRICS_FILE, read_json
+
+    metrics = read_json(out_dir / METRICS_FILE)
+    print(f"test accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+          f"({metrics['num_examples']} texts)")
+    print(f"run folder: {out_dir}")
+    print(f"next: python tools/export.py --format all --run {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    from kerasrnn.errors import cli_main
+
+    sys.exit(cli_main(main))
