@@ -1,6 +1,3 @@
-import sys
+from kerasrnn.train import cli
 
-from kerasrnn.errors import cli_main
-from kerasrnn.train import main
-
-sys.exit(cli_main(main))
+cli()

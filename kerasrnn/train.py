@@ -253,6 +253,8 @@ def train(config: dict) -> Path:
         "dropout": config["dropout"], "pooling": config["pooling"],
     }
     strategy = _strategy(config)
+    if strategy is not None:
+        print(f"distribute: {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}")
     with strategy.scope() if strategy else _nullcontext():
         model = build_model(**model_config)
         model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
@@ -376,7 +378,12 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console-script entry point."""
     from kerasrnn.errors import cli_main
 
     sys.exit(cli_main(main))
+
+
+if __name__ == "__main__":
+    cli()

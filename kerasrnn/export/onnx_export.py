@@ -1,0 +1,139 @@
+"""ONNX export: the native ONNX `RNN` operator by default, tf2onnx's Loop graph on request.
+
+Native: the graph is written from the Keras weights with onnx.helper: Gather (embedding) -> RNN per
+layer with `sequence_lens` = number of non-pad tokens -> pooling -> MatMul/Add -> Softmax. The RNN
+operator runs the whole recurrence in one kernel instead of one small op per time step. It matches
+Keras exactly when padding is at the end, which our tokenizer guarantees (<START> first, <PAD>=0
+after the text); ids sent by hand must follow that layout too.
+
+Loop: tf2onnx converts the Keras graph as traced by TensorFlow (a Loop op over time steps).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+OPSET = 17
+INPUT, OUTPUT = "tokens", "probabilities"
+
+
+def _rnn_weights(model, num_layers: int):
+    layers = []
+    for i in range(num_layers):
+        kernel, recurrent, bias = model.get_layer(f"rnn_{i}").get_weights()
+        layers.append((kernel, recurrent, bias))
+    return layers
+
+
+def build_native(model, config: dict):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    max_len, units, pooling = config["max_len"], config["units"], config["pooling"]
+    emb = model.get_layer("embedding").get_weights()[0].astype(np.float32)
+    dense_w, dense_b = (w.astype(np.float32) for w in model.get_layer("probabilities").get_weights())
+    inits = [numpy_helper.from_array(emb, "embedding"),
+             numpy_helper.from_array(dense_w, "dense_kernel"), numpy_helper.from_array(dense_b, "dense_bias"),
+             numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             numpy_helper.from_array(np.array(0, np.int32), "zero_i32")]
+    nodes = [
+        # sequence_lens: tokens are post-padded with 0, so the valid length is the non-zero count.
+        helper.make_node("Greater", [INPUT, "zero_i32"], ["valid"]),
+        helper.make_node("Cast", ["valid"], ["valid_i32"], to=TensorProto.INT32),
+        helper.make_node("ReduceSum", ["valid_i32", "axis1"], ["seq_lens"], keepdims=0),
+        helper.make_node("Gather", ["embedding", INPUT], ["embedded"]),               # [B, T, E]
+        helper.make_node("Transpose", ["embedded"], ["x_0"], perm=[1, 0, 2]),         # [T, B, E]
+    ]
+    x = "x_0"
+    for i, (kernel, recurrent, bias) in enumerate(_rnn_weights(model, config["num_layers"])):
+        # Keras: h = tanh(x K + h R + b); ONNX: h = tanh(x W^T + h R^T + Wb + Rb).
+        inits += [numpy_helper.from_array(kernel.T[None].astype(np.float32), f"W_{i}"),
+                  numpy_helper.from_array(recurrent.T[None].astype(np.float32), f"R_{i}"),
+                  numpy_helper.from_array(np.concatenate([bias, np.zeros_like(bias)])[None].astype(np.float32), f"B_{i}")]
+        nodes.append(helper.make_node("RNN", [x, f"W_{i}", f"R_{i}", f"B_{i}", "seq_lens"], [f"Y_{i}", f"Yh_{i}"],
+                                      hidden_size=units, activations=["Tanh"], name=f"rnn_{i}"))
+        nodes.append(helper.make_node("Squeeze", [f"Y_{i}", "axis1"], [f"x_{i + 1}"]))  # [T, B, H]
+        x = f"x_{i + 1}"
+    last = config["num_layers"] - 1
+    if pooling == "last":
+        nodes.append(helper.make_node("Squeeze", [f"Yh_{last}", "axis0"], ["features"]))  # [B, H]
+    elif pooling == "mean":
+        # RNN outputs past each sequence's length are 0, so the sum over time is the valid sum.
+        nodes += [helper.make_node("ReduceSum", [x, "axis0"], ["y_sum"], keepdims=0),
+                  helper.make_node("Cast", ["seq_lens"], ["lens_f"], to=TensorProto.FLOAT),
+                  helper.make_node("Unsqueeze", ["lens_f", "axis1"], ["lens_col"]),
+                  helper.make_node("Max", ["lens_col", "one_f"], ["lens_safe"]),
+                  helper.make_node("Div", ["y_sum", "lens_safe"], ["features"])]
+        inits.append(numpy_helper.from_array(np.array(1.0, np.float32), "one_f"))
+    elif pooling == "max":
+        # Keras repeats the last valid output over the padding, so the max over valid steps equals
+        # the max over all steps there; here padded outputs are 0, so mask them to the last state.
+        nodes += [helper.make_node("Transpose", ["valid"], ["valid_t"], perm=[1, 0]),          # [T, B]
+                  helper.make_node("Unsqueeze", ["valid_t", "axis_neg1"], ["valid_e"]),        # [T, B, 1]
+                  helper.make_node("Squeeze", [f"Yh_{last}", "axis0"], ["h_last"]),
+                  helper.make_node("Where", ["valid_e", x, "h_last"], ["y_masked"]),
+                  helper.make_node("ReduceMax", ["y_masked"], ["features"], axes=[0], keepdims=0)]
+        inits.append(numpy_helper.from_array(np.array([-1], np.int64), "axis_neg1"))
+    nodes += [helper.make_node("MatMul", ["features", "dense_kernel"], ["logits_mm"]),
+              helper.make_node("Add", ["logits_mm", "dense_bias"], ["logits"]),
+              helper.make_node("Softmax", ["logits"], [OUTPUT], axis=-1)]
+    graph = helper.make_graph(
+        nodes, "kerasrnn",
+        [helper.make_tensor_value_info(INPUT, TensorProto.INT32, ["batch", max_len])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", config["num_classes"]])],
+        initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                             producer_name="kerasrnn")
+
+
+def build_loop(model, config: dict):
+    """tf2onnx's conversion of the traced Keras graph (a Loop over time steps)."""
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = [tf.TensorSpec([None, config["max_len"]], tf.int32, name=INPUT)]
+
+    @tf.function(input_signature=spec)
+    def forward(tokens):
+        return {OUTPUT: model(tokens, training=False)}
+
+    proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=OPSET)
+    # tf2onnx names the batch axis after a TF placeholder: give it the documented name.
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].dim_value:
+            dims[0].dim_param = "batch"
+    assert [o.name for o in proto.graph.output] == [OUTPUT], [o.name for o in proto.graph.output]
+    return proto
+
+
+def export_onnx(model, config: dict, tokenizer, labels: list[str], out_file: Path, impl: str, source_run: str) -> dict:
+    import onnx
+
+    proto = build_native(model, config) if impl == "rnn" else build_loop(model, config)
+    meta = {
+        "labels": json.dumps(labels, ensure_ascii=False),
+        "max_len": str(config["max_len"]),
+        "tokenizer": json.dumps(tokenizer.spec(), ensure_ascii=False),
+        "vocab": "\n".join(tokenizer.vocab_lines()) + "\n",
+        "source_run": source_run,
+        "rnn_impl": impl,
+    }
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.doc_string = "kerasrnn SimpleRNN text classifier; input: post-padded token ids, output: probabilities"
+    onnx.checker.check_model(proto, full_check=True)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(out_file))
+    return {
+        "path": f"onnx/{out_file.name}",
+        "opset": OPSET,
+        "rnn_impl": impl,
+        "inputs": {INPUT: {"dtype": "int32", "shape": ["batch", config["max_len"]]}},
+        "outputs": {OUTPUT: {"dtype": "float32", "shape": ["batch", config["num_classes"]]}},
+    }

@@ -1,0 +1,96 @@
+"""TFLite for phones: builtin ops only, one subgraph, int32 [1, max_len] in, MediaPipe metadata.
+
+Keras's own LiteRT export keeps SimpleRNN's while loop, which needs Flex TensorList ops that the
+standard interpreter refuses. We convert an unrolled copy of the model with a static batch of 1
+(same weights): a straight-line graph of builtin ops. `from_keras_model` is used because a
+converter fed `from_concrete_functions` on a wrapped Keras 3 model was seen to return a constant
+output without any error; the parity check after export is what guards against such routes.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from kerasrnn.errors import UserError
+from kerasrnn.export import mediapipe_metadata as mpm
+
+QUANTIZATIONS = ("float16", "dynamic", "int8")
+
+
+def _convert(model_b1, variant: str, calibration_ids: np.ndarray | None) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model_b1)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if variant == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+        def representative():
+            for row in calibration_ids:
+                yield [row[None, :].astype(np.int32)]
+
+        converter.representative_dataset = representative
+        # Integer kernels inside; the int32 token input and float32 probabilities stay as they are,
+        # which MediaPipe's TextClassifier requires.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    # The converter prints Keras's export summary to stdout; keep the CLI output readable.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        return converter.convert()
+
+
+def check_mobile_ready(data: bytes, max_len: int, num_classes: int, name: str) -> dict:
+    """Fail the export unless the file is what LiteRT without Flex and MediaPipe accept."""
+    info = mpm.describe(data)
+    problems = []
+    if info["subgraphs"] != 1:
+        problems.append(f"{info['subgraphs']} subgraphs (need 1)")
+    custom = [op for op in info["ops"] if op.startswith("CUSTOM") or op in ("WHILE", "CALL_ONCE")]
+    if custom:
+        problems.append(f"non-builtin or control-flow ops {custom}")
+    if len(info["inputs"]) != 1 or info["inputs"][0]["shape"] != [1, max_len] or info["inputs"][0]["dtype"] != "int32":
+        problems.append(f"inputs {info['inputs']} (need one int32 [1, {max_len}])")
+    if len(info["outputs"]) != 1 or info["outputs"][0]["dtype"] not in ("float32", "uint8") \
+            or info["outputs"][0]["shape"] != [1, num_classes]:
+        problems.append(f"outputs {info['outputs']} (need one float32/uint8 [1, {num_classes}])")
+    if problems:
+        raise UserError(f"{name}: not mobile-ready: {'; '.join(problems)}")
+    return info
+
+
+def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Path, variants: list[str],
+                  calibration_texts: list[str], source_run: str) -> dict:
+    from kerasrnn.model import rebuild
+
+    unrolled = rebuild(model, config, unroll=True, batch_size=1)
+    calibration = tokenizer.encode(calibration_texts[:200]) if calibration_texts else None
+    vocab = ("\n".join(tokenizer.vocab_lines()) + "\n").encode("utf-8")
+    label_file = ("\n".join(labels) + "\n").encode("utf-8")
+    metadata = mpm.build_metadata(
+        tokenizer.delim_regex, labels, name="kerasrnn text classifier",
+        description=f"SimpleRNN text classifier ({len(labels)} labels) trained by kerasrnn; run {source_run}",
+        version="1")
+    files = {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for variant in ["float32", *variants]:
+        if variant == "int8" and calibration is None:
+            raise UserError("int8 needs calibration texts: the run folder has no test_split.jsonl")
+        raw = _convert(unrolled, variant, calibration)
+        name = "model.tflite" if variant == "float32" else f"model_{variant}.tflite"
+        info = check_mobile_ready(raw, config["max_len"], len(labels), name)
+        data = mpm.attach(raw, metadata, {"vocab.txt": vocab, "labels.txt": label_file})
+        (out_dir / name).write_bytes(data)
+        files[name] = {"path": f"tflite/{name}", "quantization": variant, "ops": info["ops"],
+                       "inputs": {"input": {"dtype": "int32", "shape": [1, config["max_len"]]}},
+                       "outputs": {"probabilities": {"dtype": info["outputs"][0]["dtype"],
+                                                     "shape": [1, len(labels)]}}}
+    return files

@@ -1,0 +1,50 @@
+"""`python tools/export.py` / `kerasrnn-export`: parse arguments, call kerasrnn.export."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kerasrnn.errors import UserError, cli_main
+
+
+def main(argv=None) -> int:
+    from kerasrnn.export import FORMATS
+    from kerasrnn.export.tflite import QUANTIZATIONS
+
+    p = argparse.ArgumentParser(prog="python tools/export.py",
+                                description="Export a run to SavedModel, ONNX and/or TFLite; "
+                                            "each file is parity-checked before it replaces the old one.")
+    p.add_argument("--format", required=True, choices=[*FORMATS, "all"])
+    p.add_argument("--run", default="runs/latest", help="run folder (default runs/latest)")
+    p.add_argument("--out", default="exports", help="exports folder (default exports/)")
+    p.add_argument("--quantize", default=None,
+                   help="TFLite variants besides float32, comma-separated from: none," + ",".join(QUANTIZATIONS)
+                        + " (default with --format all: all of them)")
+    p.add_argument("--onnx-impl", choices=["rnn", "loop"], default="rnn",
+                   help="rnn: native ONNX RNN operator (fast); loop: tf2onnx's Loop graph")
+    args = p.parse_args(argv)
+    formats = list(FORMATS) if args.format == "all" else [args.format]
+    if args.quantize is None:
+        variants = list(QUANTIZATIONS) if args.format == "all" else []
+    else:
+        variants = [v.strip() for v in args.quantize.split(",") if v.strip() and v.strip() != "none"]
+        bad = [v for v in variants if v not in QUANTIZATIONS]
+        if bad:
+            raise UserError(f"--quantize: unknown variant(s) {', '.join(bad)}; choose from none,{','.join(QUANTIZATIONS)}")
+    from kerasrnn.export import export_run
+
+    manifest = export_run(args.run, args.out, formats, variants, args.onnx_impl)
+    print(f"wrote {args.out}/manifest.json (source run {manifest['source_run']})")
+    for rel, entry in manifest["files"].items():
+        if rel.endswith((".onnx", ".tflite", "saved_model.pb")):
+            print(f"  {rel:32} {entry['size']:>10} bytes")
+    return 0
+
+
+def cli() -> None:
+    """Console-script entry point."""
+    sys.exit(cli_main(main))
+
+
+if __name__ == "__main__":
+    cli()

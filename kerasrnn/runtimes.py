@@ -1,0 +1,254 @@
+"""One interface over every format a model ships in: Keras, SavedModel, ONNX, TFLite, MediaPipe.
+
+Each runtime answers `predict_ids(ids)` (int32 [n, max_len] -> float32 [n, classes]); those that
+carry their own tokenizer (SavedModel's `serve_text`, MediaPipe) also answer `predict_texts`.
+Used by `python -m kerasrnn.predict` and by the parity check, so both see the same behaviour.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from kerasrnn.errors import UserError
+from kerasrnn.tokenizer import Tokenizer
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class Runtime:
+    name = "runtime"
+    tokenizer: Tokenizer | None = None
+    labels: list[str] = []
+    max_len: int = 0
+
+    def predict_ids(self, ids: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_texts(self, texts: list[str]) -> np.ndarray:
+        """Raw text in: through the runtime's own tokenizer when it has one, else ours."""
+        if self.tokenizer is None:
+            raise UserError(f"{self.name}: no tokenizer found for this model; pass a run folder or export folder")
+        return self.predict_ids(self.tokenizer.encode(texts))
+
+    def check_ids(self, ids: np.ndarray) -> np.ndarray:
+        """Raw token ids from a caller: right shape, integer, within the vocabulary, or a clear error."""
+        ids = np.asarray(ids)
+        if ids.ndim != 2 or ids.shape[1] != self.max_len:
+            raise UserError(f"{self.name}: token ids must have shape [batch, {self.max_len}], got {list(ids.shape)}")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise UserError(f"{self.name}: token ids must be integers, got {ids.dtype}")
+        vocab = self.tokenizer.vocab_size if self.tokenizer else None
+        if ids.size and (ids.min() < 0 or (vocab is not None and ids.max() >= vocab)):
+            raise UserError(f"{self.name}: token ids must be in [0, {vocab}), got min {ids.min()} max {ids.max()}")
+        return ids.astype(np.int32)
+
+
+class KerasRuntime(Runtime):
+    name = "keras"
+
+    def __init__(self, model, tokenizer: Tokenizer | None, labels: list[str]):
+        self.model, self.tokenizer, self.labels = model, tokenizer, labels
+        self.max_len = int(model.input_shape[1])
+
+    def predict_ids(self, ids):
+        return np.asarray(self.model.predict(ids, batch_size=256, verbose=0), dtype=np.float32)
+
+
+class SavedModelRuntime(Runtime):
+    name = "savedmodel"
+
+    def __init__(self, path: Path):
+        import tensorflow as tf
+
+        try:
+            self.loaded = tf.saved_model.load(str(path))
+        except Exception as exc:
+            raise UserError(f"{path}: cannot load SavedModel ({type(exc).__name__}); re-export it") from None
+        self.ids_fn = self.loaded.signatures["serving_default"]
+        self.text_fn = self.loaded.signatures.get("serve_text")
+        spec = self.ids_fn.structured_input_signature[1]["tokens"]
+        self.max_len = int(spec.shape[1])
+        meta = Path(path) / "assets"
+        self.labels = _read_lines(meta / "labels.txt") if (meta / "labels.txt").is_file() else []
+        self.tokenizer = None
+        tok_file = Path(path) / "assets" / "tokenizer.json"
+        if tok_file.is_file():
+            spec = json.loads(tok_file.read_text(encoding="utf-8"))
+            self.tokenizer = Tokenizer.load(meta / "vocab.txt", spec["max_len"], spec["delim_regex"])
+
+    def predict_ids(self, ids):
+        import tensorflow as tf
+
+        return self.ids_fn(tokens=tf.constant(ids, tf.int32))["probabilities"].numpy()
+
+    def predict_texts(self, texts):
+        import tensorflow as tf
+
+        return self.text_fn(text=tf.constant(list(texts), tf.string))["probabilities"].numpy()
+
+
+class OnnxRuntime(Runtime):
+    name = "onnx"
+
+    def __init__(self, path: Path, threads: int = 0):
+        import onnx
+        import onnxruntime as ort
+
+        path = Path(path)
+        try:
+            proto = onnx.load(str(path))
+            onnx.checker.check_model(proto, full_check=True)  # before any session touches the file
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{path}: not a valid ONNX model ({first[:200]}); re-export it") from None
+        meta = {p.key: p.value for p in proto.metadata_props}
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.max_len = int(self.session.get_inputs()[0].shape[1])
+        self.labels = json.loads(meta["labels"]) if "labels" in meta else []
+        self.tokenizer = None
+        if "tokenizer" in meta and "vocab" in meta:
+            spec = json.loads(meta["tokenizer"])
+            self.tokenizer = _tokenizer_from_text(meta["vocab"], spec["max_len"], spec["delim_regex"])
+        self.metadata = meta
+
+    def predict_ids(self, ids):
+        return self.session.run(None, {self.input_name: np.asarray(ids, dtype=np.int32)})[0]
+
+
+class TfliteRuntime(Runtime):
+    """LiteRT interpreter; the files have a static batch of 1, so batches run row by row."""
+
+    name = "tflite"
+
+    def __init__(self, path: Path, threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        path = Path(path)
+        data = _read_model_bytes(path)
+        try:
+            self.interpreter = Interpreter(model_content=data, num_threads=threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise UserError(f"{path}: not a valid TFLite model ({str(exc).splitlines()[0][:200]})") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.max_len = int(self.input["shape"][1])
+        self.labels, self.tokenizer = [], None
+        files = _zip_members(data)
+        if "labels.txt" in files:
+            self.labels = [line for line in files["labels.txt"].decode("utf-8").split("\n") if line]
+        if "vocab.txt" in files:
+            from kerasrnn.export.mediapipe_metadata import read_tokenizer_options
+
+            delim = read_tokenizer_options(data)
+            self.tokenizer = _tokenizer_from_text(files["vocab.txt"].decode("utf-8"), self.max_len, delim)
+
+    def predict_ids(self, ids):
+        out = np.empty((len(ids), int(self.output["shape"][-1])), dtype=np.float32)
+        scale, zero = self.output.get("quantization", (0.0, 0))
+        for i, row in enumerate(np.asarray(ids, dtype=np.int32)):
+            self.interpreter.set_tensor(self.input["index"], row[None, :])
+            self.interpreter.invoke()
+            y = self.interpreter.get_tensor(self.output["index"])[0]
+            out[i] = (y.astype(np.float32) - zero) * scale if scale else y
+        return out
+
+
+class MediaPipeRuntime(Runtime):
+    """MediaPipe Tasks TextClassifier: raw text in, as an Android / iOS / web app would call it."""
+
+    name = "mediapipe"
+
+    def __init__(self, path: Path):
+        from mediapipe.tasks import python as mp_python
+        from mediapipe.tasks.python import text as mp_text
+
+        options = mp_text.TextClassifierOptions(
+            base_options=mp_python.BaseOptions(model_asset_path=str(path)), max_results=-1)
+        try:
+            self.classifier = mp_text.TextClassifier.create_from_options(options)
+        except Exception as exc:
+            raise UserError(f"{path}: MediaPipe cannot load this model ({str(exc).splitlines()[0][:200]})") from None
+        self.tflite = TfliteRuntime(path)
+        self.labels, self.max_len, self.tokenizer = self.tflite.labels, self.tflite.max_len, None
+
+    def predict_ids(self, ids):
+        raise UserError("mediapipe: takes raw text only")
+
+    def predict_texts(self, texts):
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for cat in self.classifier.classify(text).classifications[0].categories:
+                out[i, cat.index] = cat.score
+        return out
+
+    def close(self):
+        self.classifier.close()
+
+
+def _read_lines(path: Path) -> list[str]:
+    return [line for line in Path(path).read_text(encoding="utf-8").split("\n") if line]
+
+
+def _read_model_bytes(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _zip_members(data: bytes) -> dict[str, bytes]:
+    """Files packed after a .tflite flatbuffer (MediaPipe's associated files)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return {name: zf.read(name) for name in zf.namelist()}
+    except zipfile.BadZipFile:
+        return {}
+
+
+def _tokenizer_from_text(vocab_text: str, max_len: int, delim: str) -> Tokenizer:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / "vocab.txt"
+        file.write_text(vocab_text, encoding="utf-8")
+        return Tokenizer.load(file, max_len, delim)
+
+
+def open_model(path: str | Path, threads: int = 0) -> Runtime:
+    """Open a run folder, .keras file, SavedModel folder, .onnx or .tflite by what it is."""
+    from kerasrnn.run import LATEST, RunInfo
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder")
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return SavedModelRuntime(path)
+    if path.is_dir() or path.name == LATEST:
+        info = RunInfo.load(path)
+        return KerasRuntime(info.load_model(), info.tokenizer, info.labels)
+    suffix = path.suffix.lower()
+    if suffix == ".keras":
+        from kerasrnn.run import load_keras_model
+
+        model = load_keras_model(path)
+        tokenizer, labels = None, []
+        if (path.parent / "config.json").is_file():
+            info = RunInfo.load(path.parent)
+            tokenizer, labels = info.tokenizer, info.labels
+        return KerasRuntime(model, tokenizer, labels)
+    if suffix == ".onnx":
+        return OnnxRuntime(path, threads)
+    if suffix == ".tflite":
+        return TfliteRuntime(path, threads or 1)
+    raise UserError(f"{path}: unknown model type; pass a run folder, .keras, SavedModel folder, .onnx or .tflite")

@@ -1,0 +1,100 @@
+"""Training end to end through the CLI, the run folder, determinism, backends, distribution."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from conftest import TINY, run_cli
+
+RUN_FILES = ["model.keras", "vocab.txt", "labels.txt", "config.json", "metrics.json", "history.csv",
+             "training_curves.png", "confusion_matrix.png", "README.md", "test_split.jsonl"]
+
+
+def test_run_folder_has_every_file(tiny_run):
+    for name in RUN_FILES:
+        assert (tiny_run / name).is_file(), name
+    config = json.loads((tiny_run / "config.json").read_text())
+    for key in ("embed_dim", "units", "vocab_size", "max_len", "labels", "tokenizer", "versions", "seed"):
+        assert key in config
+    assert config["tokenizer"]["max_len"] == 24 and config["labels"] == ["ham", "spam"]
+    assert config["versions"]["backend"] == "tensorflow"
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    cm = np.array(metrics["confusion_matrix"]["rows_true_cols_predicted"])
+    assert cm.sum() == metrics["num_examples"] == config["data_summary"]["test"]
+    assert abs(np.trace(cm) / cm.sum() - metrics["accuracy"]) < 1e-6
+    assert set(metrics["per_class"]) == {"ham", "spam"}
+    assert (tiny_run / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_same_seed_gives_identical_metrics_and_weights(tmp_path, tiny_csv, tiny_run):
+    out = tmp_path / "again"
+    proc = run_cli(["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(out), *TINY])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "metrics.json").read_bytes() == (tiny_run / "metrics.json").read_bytes()
+    import keras
+
+    a = keras.saving.load_model(tiny_run / "model.keras").get_weights()
+    b = keras.saving.load_model(out / "model.keras").get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_config_file_and_flag_precedence(tmp_path, tiny_csv):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"units": 6, "embed_dim": 4, "epochs": 1, "max_len": 12, "vocab_size": 300,
+                               "verbose": 0, "class_weight": "balanced", "pooling": "mean"}))
+    out = tmp_path / "run"
+    proc = run_cli(["-m", "kerasrnn.train", "--config", str(cfg), "--data", str(tiny_csv), "--units", "5",
+                    "--output", str(out)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["units"] == 5 and config["embed_dim"] == 4 and config["max_len"] == 12
+    assert config["class_weight"] == "balanced" and config["pooling"] == "mean"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"unit": 3}')
+    proc = run_cli(["-m", "kerasrnn.train", "--config", str(bad)])
+    assert proc.returncode == 2 and "unknown option(s) unit" in proc.stderr
+
+
+def test_jax_training_reloads_under_tensorflow(tmp_path, tiny_csv):
+    out = tmp_path / "jaxrun"
+    proc = run_cli(["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(out), *TINY],
+                   env={"KERAS_BACKEND": "jax"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "config.json").read_text())["versions"]["backend"] == "jax"
+    # Predictions from the JAX process, then from TensorFlow (this process) on the same file.
+    script = ("import sys, json, numpy as np, keras; from kerasrnn.run import RunInfo;"
+              "i = RunInfo.load(sys.argv[1]); t, _ = i.test_split();"
+              "p = i.load_model().predict(i.tokenizer.encode(t[:64]), verbose=0);"
+              "print(json.dumps(np.asarray(p).tolist()))")
+    proc = run_cli(["-c", script, str(out)], env={"KERAS_BACKEND": "jax"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jax_probs = np.array(json.loads(proc.stdout.strip().splitlines()[-1]))
+    from kerasrnn.run import RunInfo
+
+    info = RunInfo.load(out)
+    texts, _ = info.test_split()
+    tf_probs = info.load_model().predict(info.tokenizer.encode(texts[:64]), verbose=0)
+    assert np.abs(tf_probs - jax_probs).max() <= 1e-5
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_csv):
+    out = tmp_path / "mirrored"
+    proc = run_cli(["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(out), *TINY,
+                    "--epochs", "1", "--distribute", "mirrored", "--replicas", "2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "replicas: 2" in proc.stdout
+    assert (out / "model.keras").is_file()
+
+
+def test_predict_cli_text_and_json(tiny_run):
+    proc = run_cli(["-m", "kerasrnn.predict", "--run", str(tiny_run), "--json", "hello", "FREE prize"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.strip().splitlines()]
+    assert [r["text"] for r in rows] == ["hello", "FREE prize"]
+    for r in rows:
+        assert r["label"] in ("ham", "spam")
+        assert abs(sum(r["probabilities"].values()) - 1) < 1e-5
+        assert r["probability"] == max(r["probabilities"].values())
+    proc = run_cli(["-m", "kerasrnn.predict", "--run", str(tiny_run / "nope"), "x"])
+    assert proc.returncode == 2 and proc.stderr.startswith("error:")
