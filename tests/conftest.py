@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Small model, few epochs: tests check behaviour, not accuracy (that is the benchmarks' job).
-TINY = ["--embed-dim", "8", "--units", "8", "--epochs", "2", "--vocab-size", "1500", "--max-len", "24",
+TINY = ["--embed-dim", "16", "--units", "16", "--epochs", "3", "--learning-rate", "0.005", "--vocab-size", "1500", "--max-len", "24",
         "--batch-size", "32", "--verbose", "0"]
 
 
@@ -56,9 +56,9 @@ def sms_rows() -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="session")
 def tiny_csv(tmp_path_factory, sms_rows) -> Path:
-    """600 SMS rows, stratified enough for both classes in every split."""
-    ham = [r for r in sms_rows if r[1] == "ham"][:480]
-    spam = [r for r in sms_rows if r[1] == "spam"][:120]
+    """1000 SMS rows, stratified enough for both classes in every split."""
+    ham = [r for r in sms_rows if r[1] == "ham"][:800]
+    spam = [r for r in sms_rows if r[1] == "spam"][:200]
     return write_csv(tmp_path_factory.mktemp("data") / "tiny.csv", ham + spam)
 
 

@@ -1,0 +1,164 @@
+"""Exports: layout, manifest, each format's contract, parity (and that it can fail), atomicity."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+
+def test_layout_and_manifest(tiny_exports, tiny_run):
+    manifest = json.loads((tiny_exports / "manifest.json").read_text())
+    assert manifest["source_run"] == str(tiny_run)
+    for rel in ("savedmodel/saved_model.pb", "onnx/model.onnx", "onnx/vocab.txt", "onnx/labels.txt",
+                "tflite/model.tflite", "tflite/model_float16.tflite", "tflite/model_dynamic.tflite",
+                "tflite/model_int8.tflite", "tflite/vocab.txt"):
+        assert rel in manifest["files"], rel
+        assert manifest["files"][rel]["size"] == (tiny_exports / rel).stat().st_size
+    from kerasrnn.fileio import sha256_file
+
+    assert manifest["files"]["onnx/model.onnx"]["sha256"] == sha256_file(tiny_exports / "onnx/model.onnx")
+    assert manifest["artifacts"]["onnx"]["opset"] >= 17
+    assert manifest["artifacts"]["onnx"]["inputs"]["tokens"] == {"dtype": "int32", "shape": ["batch", 24]}
+    for name in ("tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime"):
+        assert name in manifest["versions"]
+    assert not list(tiny_exports.glob(".staging-*")) and not list(tiny_exports.glob(".old-*"))
+
+
+def test_onnx_contract(tiny_exports):
+    import onnx
+
+    model = onnx.load(str(tiny_exports / "onnx/model.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    (inp,), (out,) = model.graph.input, model.graph.output
+    assert inp.name == "tokens" and inp.type.tensor_type.elem_type == onnx.TensorProto.INT32
+    assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", 24]
+    assert out.name == "probabilities" and out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.opset_import[0].version >= 17
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["labels"]) == ["ham", "spam"] and meta["max_len"] == "24"
+    assert json.loads(meta["tokenizer"])["type"] == "regex" and meta["source_run"]
+    assert "RNN" in {n.op_type for n in model.graph.node}
+
+
+def test_savedmodel_signatures(tiny_exports, tiny_run):
+    import tensorflow as tf
+
+    from kerasrnn.run import RunInfo
+
+    info = RunInfo.load(tiny_run)
+    loaded = tf.saved_model.load(str(tiny_exports / "savedmodel"))
+    texts = ["Free entry, WIN now!", "see you later", ""]
+    out = loaded.signatures["serve_text"](text=tf.constant(texts))
+    assert (out["tokens"].numpy() == info.tokenizer.encode(texts)).all()
+    probs = loaded.signatures["serving_default"](tokens=tf.constant(info.tokenizer.encode(texts)))["probabilities"]
+    assert np.allclose(probs.numpy(), out["probabilities"].numpy(), atol=1e-6)
+    labels = [s.decode() for s in out["label"].numpy()]
+    assert labels == [info.labels[i] for i in probs.numpy().argmax(1)]
+
+
+def test_tflite_files_are_mobile_ready(tiny_exports):
+    from kerasrnn.export.mediapipe_metadata import describe
+
+    for f in sorted((tiny_exports / "tflite").glob("*.tflite")):
+        info = describe(f.read_bytes())
+        assert info["subgraphs"] == 1, f.name
+        assert not [op for op in info["ops"] if op.startswith("CUSTOM") or op == "WHILE"], (f.name, info["ops"])
+        assert info["inputs"][0]["shape"] == [1, 24] and info["inputs"][0]["dtype"] == "int32"
+        assert info["outputs"][0]["dtype"] in ("float32", "uint8")
+        assert info["has_metadata"]
+
+
+def test_check_parity_passes_and_writes_report(tiny_exports):
+    proc = run_cli(["tools/check_parity.py", "--exports", str(tiny_exports), "--limit", "120"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    report = json.loads((tiny_exports / "parity.json").read_text())
+    assert report["passed"]
+    routes = {(r["artifact"], r["route"]) for r in report["results"]}
+    assert ("tflite/model.tflite", "mediapipe-text") in routes and ("savedmodel", "text@batch32") in routes
+    assert ("onnx/model.onnx", "ids@batch1") in routes and ("onnx/model.onnx", "ids@batch32") in routes
+    for r in report["results"]:
+        if r["kind"] == "float32":
+            assert r["max_abs"] <= 1e-5 and r["agreement"] == 1.0
+
+
+def _perturb_onnx(path):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    for init in model.graph.initializer:
+        if init.name == "dense_bias":
+            arr = numpy_helper.to_array(init).copy()
+            arr[0] += 0.05  # one weight, slightly off
+            init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    onnx.save(model, str(path))
+
+
+def test_check_parity_fails_on_a_perturbed_weight(tmp_path, tiny_exports):
+    bad = tmp_path / "exports"
+    shutil.copytree(tiny_exports, bad, ignore=shutil.ignore_patterns("tflite", "savedmodel"))
+    _perturb_onnx(bad / "onnx/model.onnx")
+    proc = run_cli(["tools/check_parity.py", "--exports", str(bad), "--limit", "60"])
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "onnx/model.onnx" in proc.stderr and "max |dp|" in proc.stdout
+    proc = run_cli(["tools/check_parity.py", "--exports", str(bad), "--verify-manifest"])
+    assert proc.returncode == 1 and "modified: onnx/model.onnx" in proc.stdout
+
+
+def test_garbage_onnx_gets_one_line_error(tmp_path, tiny_exports):
+    bad = tmp_path / "exports"
+    shutil.copytree(tiny_exports, bad, ignore=shutil.ignore_patterns("tflite", "savedmodel"))
+    data = (bad / "onnx/model.onnx").read_bytes()
+    (bad / "onnx/model.onnx").write_bytes(data[: len(data) // 3])
+    for args in (["tools/check_parity.py", "--exports", str(bad)],
+                 ["-m", "kerasrnn.predict", "--model", str(bad / "onnx/model.onnx"), "hello"]):
+        proc = run_cli(args)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
+        assert [l for l in proc.stderr.splitlines() if l.startswith("error:")] == \
+            [l for l in proc.stderr.splitlines() if "model.onnx" in l]
+
+
+def test_predict_gives_the_same_answer_in_every_format(tiny_run, tiny_exports):
+    texts = ["WINNER!! Claim your FREE prize now", "are we still on for dinner?"]
+    answers = []
+    for model in (tiny_run, tiny_run / "model.keras", tiny_exports / "savedmodel",
+                  tiny_exports / "onnx/model.onnx", tiny_exports / "tflite/model.tflite"):
+        proc = run_cli(["-m", "kerasrnn.predict", "--model", str(model), "--json", *texts])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        answers.append([json.loads(line) for line in proc.stdout.strip().splitlines()])
+    for other in answers[1:]:
+        for a, b in zip(answers[0], other):
+            assert a["label"] == b["label"]
+            assert abs(a["probability"] - b["probability"]) <= 1e-5
+
+
+def test_failed_export_leaves_previous_exports_untouched(tmp_path, tiny_run, tiny_exports):
+    out = tmp_path / "exports"
+    shutil.copytree(tiny_exports, out)
+    before = (out / "manifest.json").read_bytes()
+    broken = tmp_path / "broken_run"
+    shutil.copytree(tiny_run, broken)
+    (broken / "model.keras").write_bytes(b"not a zip")
+    proc = run_cli(["tools/export.py", "--format", "onnx", "--run", str(broken), "--out", str(out)])
+    assert proc.returncode == 2 and "model.keras" in proc.stderr
+    assert (out / "manifest.json").read_bytes() == before
+    proc = run_cli(["tools/check_parity.py", "--exports", str(out), "--verify-manifest"])
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_loop_onnx_export_option(tmp_path, tiny_run):
+    out = tmp_path / "exports"
+    proc = run_cli(["tools/export.py", "--format", "onnx", "--onnx-impl", "loop", "--run", str(tiny_run),
+                    "--out", str(out)])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    import onnx
+
+    model = onnx.load(str(out / "onnx/model.onnx"))
+    assert "Loop" in {n.op_type for n in model.graph.node} or any(
+        n.op_type == "Scan" for n in model.graph.node)
+    assert {p.key: p.value for p in model.metadata_props}["rnn_impl"] == "loop"
