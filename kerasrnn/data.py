@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 import os
 import sys
@@ -90,9 +89,19 @@ def _format_of(path: Path) -> str:
     )
 
 
+def _lines(text: str):
+    """Lines with their endings, one at a time: a StringIO would hold a 4-byte-per-character copy."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
+
+
 def _read_delimited(path: Path, text: str, delimiter: str, text_column: str, label_column: str):
     csv.field_size_limit(sys.maxsize)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    reader = csv.reader(_lines(text), delimiter=delimiter, strict=True)
     try:
         header = next(reader, None)
     except csv.Error as exc:

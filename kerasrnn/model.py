@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import keras
 
+from kerasrnn.tokenizer import UNKNOWN_ID
+
 POOLINGS = ("last", "max", "mean")
 
 
 def build_model(vocab_size: int, num_classes: int, max_len: int, embed_dim: int = 64, units: int = 64,
                 num_layers: int = 1, dropout: float = 0.0, pooling: str = "last",
-                unroll: bool = False, batch_size: int | None = None) -> keras.Model:
+                unroll: bool = False, batch_size: int | None = None, sanitize_ids: bool = False) -> keras.Model:
+    """`sanitize_ids` (export graphs only): ids outside [0, vocab_size) are read as <UNKNOWN>."""
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
     tokens = keras.Input(shape=(max_len,), batch_size=batch_size, dtype="int32", name="tokens")
-    x = keras.layers.Embedding(vocab_size, embed_dim, mask_zero=True, name="embedding")(tokens)
+    ids = tokens
+    if sanitize_ids:
+        in_range = keras.ops.logical_and(keras.ops.greater_equal(tokens, 0), keras.ops.less(tokens, vocab_size))
+        ids = keras.ops.where(in_range, tokens, keras.ops.full_like(tokens, UNKNOWN_ID))
+    x = keras.layers.Embedding(vocab_size, embed_dim, mask_zero=True, name="embedding")(ids)
     for i in range(num_layers):
         last = i == num_layers - 1
         x = keras.layers.SimpleRNN(
@@ -40,8 +47,9 @@ def model_kwargs(config: dict) -> dict:
     return {k: config[k] for k in keys}
 
 
-def rebuild(model: keras.Model, config: dict, unroll: bool = False, batch_size: int | None = None) -> keras.Model:
+def rebuild(model: keras.Model, config: dict, unroll: bool = False, batch_size: int | None = None,
+            sanitize_ids: bool = False) -> keras.Model:
     """The same network with other graph options (unrolled, static batch) and the same weights."""
-    clone = build_model(**model_kwargs(config), unroll=unroll, batch_size=batch_size)
+    clone = build_model(**model_kwargs(config), unroll=unroll, batch_size=batch_size, sanitize_ids=sanitize_ids)
     clone.set_weights(model.get_weights())
     return clone

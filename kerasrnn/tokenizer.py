@@ -20,11 +20,12 @@ inside tokens.
 """
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -71,14 +72,13 @@ class Tokenizer:
         return table
 
     # --- tokenizing -------------------------------------------------------------------------
-    def split(self, text: str) -> list[str]:
-        text = text.split("\x00", 1)[0]
-        return [t for t in self._split.split(text) if t]
+    def split(self, text: str, limit: int | None = None) -> list[str]:
+        return list(itertools.islice(iter_tokens(self._split, text), limit))
 
     def encode_one(self, text: str) -> list[int]:
         ids = [START_ID]
         get = self.table.get
-        for tok in self.split(text)[: self.max_len - 1]:
+        for tok in self.split(text, self.max_len - 1):
             ids.append(get(tok, UNKNOWN_ID))
         return ids + [PAD_ID] * (self.max_len - len(ids))
 
@@ -125,13 +125,30 @@ class Tokenizer:
         return cls(ordered, max_len, delim_regex)
 
 
+def iter_tokens(delim: re.Pattern, text: str) -> Iterator[str]:
+    """Tokens one by one, so that a huge text costs no more memory than the tokens taken from it."""
+    end = text.find("\x00")
+    if end >= 0:
+        text = text[:end]
+    last = 0
+    for match in delim.finditer(text):
+        if match.start() > last:
+            yield text[last:match.start()]
+        last = match.end()
+    if last < len(text):
+        yield text[last:]
+
+
 def build_vocabulary(texts: Iterable[str], vocab_size: int, delim_regex: str = DELIM_REGEX,
-                     min_count: int = 1) -> list[str]:
-    """Most frequent lower-case tokens of the training texts (ties broken alphabetically)."""
+                     min_count: int = 1, max_tokens: int | None = None) -> list[str]:
+    """Most frequent lower-case tokens of the training texts (ties broken alphabetically).
+
+    `max_tokens`: count only the first tokens of each text, the ones the model reads.
+    """
     split = re.compile(delim_regex)
     counts: Counter[str] = Counter()
     for text in texts:
-        counts.update(t.lower() for t in split.split(text.split("\x00", 1)[0]) if t)
+        counts.update(t.lower() for t in itertools.islice(iter_tokens(split, text), max_tokens))
     for reserved in RESERVED:
         counts.pop(reserved.lower(), None)
     limit = max(vocab_size - len(RESERVED), 0)
@@ -144,5 +161,5 @@ def derive_max_len(texts: Iterable[str], percentile: float = 95.0, cap: int = 25
                    delim_regex: str = DELIM_REGEX) -> int:
     """A max_len that covers `percentile`% of texts (plus <START>), within [floor, cap]."""
     split = re.compile(delim_regex)
-    lengths = [sum(1 for t in split.split(x) if t) + 1 for x in texts]
+    lengths = [sum(1 for _ in itertools.islice(iter_tokens(split, x), cap)) + 1 for x in texts]
     return int(min(cap, max(floor, int(np.ceil(np.percentile(lengths, percentile))))))

@@ -44,6 +44,7 @@ DEFAULTS = {
     "distribute": "none",
     "replicas": 2,
     "output": None,             # None: runs/<timestamp>
+    "resume": None,             # run folder of an interrupted run to continue
     "verbose": None,            # None: progress bar on a terminal, one line per epoch otherwise
 }
 
@@ -75,7 +76,9 @@ def parse_args(argv=None) -> dict:
     p.add_argument("--device", choices=["auto", "cpu"], help="cpu hides every GPU")
     p.add_argument("--distribute", choices=["none", "mirrored"])
     p.add_argument("--replicas", type=int, help="logical CPU devices for --distribute mirrored without a GPU")
-    p.add_argument("--output", help="run folder to create (default runs/<timestamp>)")
+    p.add_argument("--output", help="run folder to create (default runs/<timestamp>); "
+                                    "an interrupted run with the same --output is resumed")
+    p.add_argument("--resume", metavar="DIR", help="continue the interrupted run that was to write DIR")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], help="Keras progress output")
     args = vars(p.parse_args(argv))
     return resolve_config(args)
@@ -127,6 +130,13 @@ def _prepare_device(config: dict) -> None:
 def new_output_dir(config: dict) -> Path:
     from kerasrnn.errors import UserError
 
+    if config.get("resume"):
+        from kerasrnn.checkpoint import STATE, partial_dir
+
+        config["output"] = config.pop("resume")
+        if not (partial_dir(Path(config["output"])) / STATE).is_file():
+            raise UserError(f"{config['output']}: no interrupted run to resume (no checkpoint in "
+                            f"{partial_dir(Path(config['output']))}); start it with --output")
     if config["output"]:
         out = Path(config["output"])
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -136,7 +146,7 @@ def new_output_dir(config: dict) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path("runs") / stamp
     n = 1
-    while out.exists():
+    while out.exists() or (out.parent / f".{out.name}.partial").exists():
         n += 1
         out = Path("runs") / f"{stamp}-{n}"
     return out
@@ -169,8 +179,8 @@ def prepare_data(config: dict):
                             "or pass --test-data")
         x_test_text, y_test = list(texts[test_idx]), y[test_idx]
     train_texts = list(texts[train_idx])
-    words = build_vocabulary(train_texts, config["vocab_size"])
     max_len = config["max_len"] or derive_max_len(train_texts)
+    words = build_vocabulary(train_texts, config["vocab_size"], max_tokens=max_len - 1)
     tokenizer = Tokenizer(words, max_len)
     out = {
         "x_train": tokenizer.encode(train_texts), "y_train": y[train_idx],
@@ -181,17 +191,27 @@ def prepare_data(config: dict):
     return out
 
 
-def make_dataset(x, y, batch_size: int, shuffle: bool, seed: int, sample_weight=None):
-    """tf.data pipeline when TensorFlow is installed; plain arrays otherwise (JAX/torch-only hosts)."""
+def make_dataset(x, y, batch_size: int, shuffle: bool, seed: int, sample_weight=None,
+                 first_epoch: int = 0, epochs: int = 1):
+    """tf.data pipeline when TensorFlow is installed; plain arrays otherwise (JAX/torch-only hosts).
+
+    Training data is shuffled with a seed derived from (seed, epoch), not from a running random
+    stream, so a run resumed at epoch k sees exactly the batches the uninterrupted run would have.
+    """
+    parts = (x, y) if sample_weight is None else (x, y, sample_weight)
     try:
         import tensorflow as tf
     except ImportError:
-        return (x, y) if sample_weight is None else (x, y, sample_weight)
-    parts = (x, y) if sample_weight is None else (x, y, sample_weight)
-    ds = tf.data.Dataset.from_tensor_slices(parts)
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        return parts
+    base = tf.data.Dataset.from_tensor_slices(parts)
+    if not shuffle:
+        return base.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    ds = None
+    for epoch in range(first_epoch, max(epochs, first_epoch + 1)):
+        one = base.shuffle(len(x), seed=seed * 100_003 + epoch, reshuffle_each_iteration=False).batch(batch_size)
+        ds = one if ds is None else ds.concatenate(one)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def _strategy(config: dict):
@@ -231,9 +251,13 @@ def versions() -> dict:
 
 
 def train(config: dict) -> Path:
-    """Run one training job as configured; return the run folder."""
+    """Run one training job as configured (resuming an interrupted one); return the run folder."""
+    from kerasrnn import checkpoint
+
     _prepare_device(config)
     out_dir = new_output_dir(config)
+    partial = checkpoint.partial_dir(out_dir)
+    state = checkpoint.load_state(partial, config)
     prepared = prepare_data(config)  # all input checks happen here, before anything is written
 
     import keras
@@ -260,40 +284,66 @@ def train(config: dict) -> Path:
         model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
-    y_train = prepared["y_train"]
+    partial.mkdir(parents=True, exist_ok=True)
+    if state:
+        print(f"resuming {out_dir} after epoch {state['epochs_done']} (checkpoint in {partial})")
+        checkpoint.restore(model, partial, state)
+    else:
+        again = "run the same command again" if config["output"] else f"add --resume {out_dir}"
+        print(f"training into {out_dir}; if interrupted, {again} to resume")
+    started = time.perf_counter()
+    if checkpoint.finished(state, config["epochs"]):
+        model.load_weights(partial / checkpoint.BEST_WEIGHTS)  # as EarlyStopping would have restored
+        state_after = state
+    else:
+        state_after = _fit(model, config, prepared, partial, state)
+    train_seconds = time.perf_counter() - started + (state or {}).get("seconds", 0.0)
+
+    from kerasrnn.metrics import classification_report
+
+    probs = model.predict(prepared["x_test"], batch_size=256, verbose=0)
+    report = classification_report(prepared["y_test"], probs.argmax(axis=1), labels)
+    write_run(out_dir, partial, model, config, model_config, prepared, report, state_after["history"],
+              train_seconds)
+    return out_dir
+
+
+def _fit(model, config: dict, prepared: dict, partial: Path, state: dict | None) -> dict:
+    import keras
+    import numpy as np
+
+    from kerasrnn.checkpoint import EpochCheckpoint
+
+    labels, y_train = prepared["labels"], prepared["y_train"]
     sample_weight = None
     if config["class_weight"] == "balanced":
         counts = np.bincount(y_train, minlength=len(labels)).astype(float)
         weights = np.where(counts > 0, len(y_train) / (len(labels) * np.maximum(counts, 1)), 0.0)
         sample_weight = weights[y_train].astype("float32")
-    train_ds = make_dataset(prepared["x_train"], y_train, config["batch_size"], True, config["seed"], sample_weight)
+    seed, first_epoch = config["seed"], (state["epochs_done"] if state else 0)
+    train_ds = make_dataset(prepared["x_train"], y_train, config["batch_size"], True, seed, sample_weight,
+                            first_epoch, config["epochs"])
     has_val = len(prepared["y_val"]) > 0
-    val_ds = make_dataset(prepared["x_val"], prepared["y_val"], config["batch_size"], False, config["seed"]) if has_val else None
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss",
-                                               patience=config["patience"], restore_best_weights=True)]
+    val_ds = make_dataset(prepared["x_val"], prepared["y_val"], config["batch_size"], False, seed) if has_val else None
+    early = keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss",
+                                          patience=config["patience"], restore_best_weights=True)
+    saver = EpochCheckpoint(partial, config, early, state)
     fit_kwargs = {}
     if not isinstance(train_ds, tuple):
-        fit = dict(x=train_ds, validation_data=val_ds)
+        steps = -(-len(y_train) // config["batch_size"])  # the dataset holds every remaining epoch
+        fit = dict(x=train_ds, validation_data=val_ds, steps_per_epoch=steps)
     else:  # arrays: let Keras batch and shuffle
         fit = dict(x=train_ds[0], y=train_ds[1], batch_size=config["batch_size"], shuffle=True,
                    validation_data=val_ds)
         if sample_weight is not None:
             fit_kwargs["sample_weight"] = sample_weight
     verbose = config["verbose"] if config["verbose"] is not None else (1 if sys.stdout.isatty() else 2)
-    started = time.perf_counter()
     with warnings.catch_warnings():
         # Keras warns that fit's default shuffle=True is ignored for a tf.data input: ours is shuffled.
         warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-        history = model.fit(**fit, **fit_kwargs, epochs=config["epochs"], callbacks=callbacks,
-                            verbose=verbose)
-    train_seconds = time.perf_counter() - started
-
-    from kerasrnn.metrics import classification_report
-
-    probs = model.predict(prepared["x_test"], batch_size=256, verbose=0)
-    report = classification_report(prepared["y_test"], probs.argmax(axis=1), labels)
-    write_run(out_dir, model, config, model_config, prepared, report, history.history, train_seconds)
-    return out_dir
+        model.fit(**fit, **fit_kwargs, epochs=config["epochs"], initial_epoch=saver.state["epochs_done"],
+                  callbacks=[early, saver], verbose=verbose)
+    return saver.state
 
 
 class _nullcontext:
@@ -304,63 +354,57 @@ class _nullcontext:
         return False
 
 
-def write_run(out_dir: Path, model, config, model_config, prepared, report, history, train_seconds) -> None:
-    """Write every run file into a temporary folder, then rename it into place in one step."""
-    import shutil
-
+def write_run(out_dir: Path, partial: Path, model, config, model_config, prepared, report, history_rows,
+              train_seconds) -> None:
+    """Write every run file into the partial folder, then rename it into place in one step."""
+    from kerasrnn import checkpoint
     from kerasrnn import run as R
     from kerasrnn.fileio import write_json_atomic, write_text_atomic
     from kerasrnn.plots import plot_confusion, plot_history
     from kerasrnn.report import model_card
 
     tokenizer, labels, data = prepared["tokenizer"], prepared["labels"], prepared["dataset"]
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        model.save(tmp / R.MODEL_FILE)
-        tokenizer.save_vocab(tmp / R.VOCAB_FILE)
-        write_text_atomic(tmp / R.LABELS_FILE, "\n".join(labels) + "\n")
-        full_config = {
-            **{k: v for k, v in config.items() if k != "output"},
-            "data": data.source,
-            **model_config,
-            "labels": labels,
-            "tokenizer": tokenizer.spec(),
-            "data_summary": {
-                "rows_used": len(data.texts), "blank_texts_skipped": data.skipped_blank,
-                "train": int(len(prepared["y_train"])), "validation": int(len(prepared["y_val"])),
-                "test": int(len(prepared["y_test"])),
-            },
-            "training": {"epochs_run": len(history.get("loss", [])), "seconds": round(train_seconds, 2),
-                         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-            "versions": versions(),
-        }
-        write_json_atomic(tmp / R.CONFIG_FILE, full_config)
-        write_json_atomic(tmp / R.METRICS_FILE, report)
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        keys = list(history)
-        writer.writerow(["epoch", *keys])
-        for i in range(len(history.get("loss", []))):
-            writer.writerow([i + 1, *(f"{history[k][i]:.6f}" for k in keys)])
-        write_text_atomic(tmp / "history.csv", buf.getvalue())
-        write_text_atomic(tmp / R.SPLIT_FILE, "".join(
-            json.dumps({"text": t, "label": labels[int(y)]}, ensure_ascii=False) + "\n"
-            for t, y in zip(prepared["test_texts"], prepared["y_test"])))
-        import numpy as np
+    tmp = partial
+    model.save(tmp / R.MODEL_FILE)
+    tokenizer.save_vocab(tmp / R.VOCAB_FILE)
+    write_text_atomic(tmp / R.LABELS_FILE, "\n".join(labels) + "\n")
+    full_config = {
+        **{k: v for k, v in config.items() if k != "output"},
+        "data": data.source,
+        **model_config,
+        "labels": labels,
+        "tokenizer": tokenizer.spec(),
+        "data_summary": {
+            "rows_used": len(data.texts), "blank_texts_skipped": data.skipped_blank,
+            "train": int(len(prepared["y_train"])), "validation": int(len(prepared["y_val"])),
+            "test": int(len(prepared["y_test"])),
+        },
+        "training": {"epochs_run": len(history_rows), "seconds": round(train_seconds, 2),
+                     "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        "versions": versions(),
+    }
+    write_json_atomic(tmp / R.CONFIG_FILE, full_config)
+    write_json_atomic(tmp / R.METRICS_FILE, report)
+    keys = [k for k in (history_rows[0] if history_rows else {}) if k != "epoch"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["epoch", *keys])
+    for row in history_rows:
+        writer.writerow([row["epoch"], *(f"{row[k]:.6f}" for k in keys)])
+    write_text_atomic(tmp / "history.csv", buf.getvalue())
+    write_text_atomic(tmp / R.SPLIT_FILE, "".join(
+        json.dumps({"text": t, "label": labels[int(y)]}, ensure_ascii=False) + "\n"
+        for t, y in zip(prepared["test_texts"], prepared["y_test"])))
+    import numpy as np
 
-        plot_history(history, tmp / "training_curves.png")
-        plot_confusion(np.array(report["confusion_matrix"]["rows_true_cols_predicted"]), labels,
-                       tmp / "confusion_matrix.png")
-        write_text_atomic(tmp / "README.md", model_card(out_dir, full_config, report))
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked before training)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    plot_history({k: [row[k] for row in history_rows] for k in keys}, tmp / "training_curves.png")
+    plot_confusion(np.array(report["confusion_matrix"]["rows_true_cols_predicted"]), labels,
+                   tmp / "confusion_matrix.png")
+    write_text_atomic(tmp / "README.md", model_card(out_dir, full_config, report))
+    checkpoint.clean(tmp)
+    if out_dir.exists():
+        out_dir.rmdir()  # empty (checked before training)
+    os.replace(tmp, out_dir)
     if out_dir.parent.name == "runs" or config["output"] is None:
         write_text_atomic(out_dir.parent / R.LATEST, out_dir.name + "\n")
 

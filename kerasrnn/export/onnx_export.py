@@ -4,7 +4,8 @@ Native: the graph is written from the Keras weights with onnx.helper: Gather (em
 layer with `sequence_lens` = number of non-pad tokens -> pooling -> MatMul/Add -> Softmax. The RNN
 operator runs the whole recurrence in one kernel instead of one small op per time step. It matches
 Keras exactly when padding is at the end, which our tokenizer guarantees (<START> first, <PAD>=0
-after the text); ids sent by hand must follow that layout too.
+after the text); ids sent by hand must follow that layout too. Ids outside [0, vocab) are read as
+<UNKNOWN> (documented mapping; the other formats raise an error for them).
 
 Loop: tf2onnx converts the Keras graph as traced by TensorFlow (a Loop op over time steps).
 """
@@ -14,6 +15,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from kerasrnn.tokenizer import UNKNOWN_ID
 
 OPSET = 17
 INPUT, OUTPUT = "tokens", "probabilities"
@@ -38,13 +41,20 @@ def build_native(model, config: dict):
              numpy_helper.from_array(dense_w, "dense_kernel"), numpy_helper.from_array(dense_b, "dense_bias"),
              numpy_helper.from_array(np.array([0], np.int64), "axis0"),
              numpy_helper.from_array(np.array([1], np.int64), "axis1"),
-             numpy_helper.from_array(np.array(0, np.int32), "zero_i32")]
+             numpy_helper.from_array(np.array(0, np.int32), "zero_i32"),
+             numpy_helper.from_array(np.array(emb.shape[0], np.int32), "vocab_i32"),
+             numpy_helper.from_array(np.array(UNKNOWN_ID, np.int32), "unknown_i32")]
     nodes = [
+        # Ids outside [0, vocab) read as <UNKNOWN>: ONNX Gather would wrap negative ids silently.
+        helper.make_node("GreaterOrEqual", [INPUT, "zero_i32"], ["id_ge0"]),
+        helper.make_node("Less", [INPUT, "vocab_i32"], ["id_ltv"]),
+        helper.make_node("And", ["id_ge0", "id_ltv"], ["id_ok"]),
+        helper.make_node("Where", ["id_ok", INPUT, "unknown_i32"], ["ids"]),
         # sequence_lens: tokens are post-padded with 0, so the valid length is the non-zero count.
-        helper.make_node("Greater", [INPUT, "zero_i32"], ["valid"]),
+        helper.make_node("Greater", ["ids", "zero_i32"], ["valid"]),
         helper.make_node("Cast", ["valid"], ["valid_i32"], to=TensorProto.INT32),
         helper.make_node("ReduceSum", ["valid_i32", "axis1"], ["seq_lens"], keepdims=0),
-        helper.make_node("Gather", ["embedding", INPUT], ["embedded"]),               # [B, T, E]
+        helper.make_node("Gather", ["embedding", "ids"], ["embedded"]),               # [B, T, E]
         helper.make_node("Transpose", ["embedded"], ["x_0"], perm=[1, 0, 2]),         # [T, B, E]
     ]
     x = "x_0"

@@ -29,6 +29,9 @@ def export_savedmodel(model, tokenizer: Tokenizer, labels: list[str], out_dir: P
 
         @tf.function(input_signature=[tf.TensorSpec([None, max_len], tf.int32, name="tokens")])
         def serve_ids(self, tokens):
+            # Ids outside [0, vocab) read as <UNKNOWN>, as in the ONNX and TFLite files.
+            in_range = tf.logical_and(tokens >= 0, tokens < tokenizer.vocab_size)
+            tokens = tf.where(in_range, tokens, tf.fill(tf.shape(tokens), UNKNOWN_ID))
             return {"probabilities": self.model(tokens, training=False)}
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])

@@ -71,7 +71,7 @@ def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Pa
                   calibration_texts: list[str], source_run: str) -> dict:
     from kerasrnn.model import rebuild
 
-    unrolled = rebuild(model, config, unroll=True, batch_size=1)
+    unrolled = rebuild(model, config, unroll=True, batch_size=1, sanitize_ids=True)
     calibration = tokenizer.encode(calibration_texts[:200]) if calibration_texts else None
     vocab = ("\n".join(tokenizer.vocab_lines()) + "\n").encode("utf-8")
     label_file = ("\n".join(labels) + "\n").encode("utf-8")

@@ -1,0 +1,100 @@
+"""Resumable training: an epoch-end checkpoint that survives SIGKILL.
+
+While a run trains, its files live in `<parent>/.<name>.partial/`. After every completed epoch the
+callback writes, each by temporary name + rename: the weights (with optimizer state), the best
+weights so far, and state.json (epochs done, history rows, early-stopping counters). Re-running the
+same command with the same --output (or `--resume DIR`) loads them and continues with the next
+epoch: no completed epoch is lost or repeated. When training finishes, the run folder is renamed
+into place in one step and the checkpoint files are removed.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import keras
+
+from kerasrnn.errors import UserError
+from kerasrnn.fileio import write_json_atomic
+
+STATE = "state.json"
+LAST_WEIGHTS = "last.weights.h5"
+BEST_WEIGHTS = "best.weights.h5"
+# Options that must match to resume: anything that changes the data split, vocabulary or model.
+RESUME_KEYS = ("data", "text_column", "label_column", "test_data", "val_split", "test_split", "vocab_size",
+               "max_len", "embed_dim", "units", "num_layers", "dropout", "pooling", "batch_size",
+               "learning_rate", "class_weight", "seed", "epochs", "patience")
+
+
+def partial_dir(out_dir: Path) -> Path:
+    return out_dir.parent / f".{out_dir.name}.partial"
+
+
+def _save_weights_atomic(model, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.weights.h5")  # Keras wants the .weights.h5 suffix
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def load_state(partial: Path, config: dict) -> dict | None:
+    """The saved state of an interrupted run, after checking its options match this command's."""
+    file = partial / STATE
+    if not file.is_file():
+        return None
+    state = json.loads(file.read_text(encoding="utf-8"))
+    saved = state.get("config", {})
+    differ = [k for k in RESUME_KEYS if saved.get(k) != config.get(k)]
+    if differ:
+        raise UserError(f"{partial}: the interrupted run used other options ({', '.join(differ)}); "
+                        "resume with the same options or choose another --output")
+    return state
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves after each epoch; restores early-stopping state on resume (Keras resets it at train begin)."""
+
+    def __init__(self, partial: Path, config: dict, early_stopping, state: dict | None):
+        super().__init__()
+        self.partial, self.config, self.early_stopping = partial, config, early_stopping
+        self.state = state or {"epochs_done": 0, "history": [], "early_stopping": None, "stopped": False}
+
+    def on_train_begin(self, logs=None):
+        es = self.state["early_stopping"]
+        if es:
+            self.early_stopping.best, self.early_stopping.wait = es["best"], es["wait"]
+            self.early_stopping.best_epoch = es["best_epoch"]
+            if (self.partial / BEST_WEIGHTS).is_file():
+                current = self.model.get_weights()
+                self.model.load_weights(self.partial / BEST_WEIGHTS)
+                self.early_stopping.best_weights = self.model.get_weights()
+                self.model.set_weights(current)
+
+    def on_epoch_end(self, epoch, logs=None):
+        es = self.early_stopping
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        self.state["history"].append(row)
+        self.state["epochs_done"] = epoch + 1
+        if es.best_epoch == epoch:  # this epoch is the best so far
+            _save_weights_atomic(self.model, self.partial / BEST_WEIGHTS)
+        _save_weights_atomic(self.model, self.partial / LAST_WEIGHTS)
+        self.state["early_stopping"] = {"best": float(es.best), "wait": int(es.wait), "best_epoch": int(es.best_epoch)}
+        self.state["stopped"] = bool(self.model.stop_training)
+        self.state["config"] = {k: self.config.get(k) for k in RESUME_KEYS}
+        write_json_atomic(self.partial / STATE, self.state)
+
+
+def restore(model, partial: Path, state: dict) -> None:
+    """Load the last completed epoch's weights and optimizer state into a compiled model."""
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(partial / LAST_WEIGHTS)
+
+
+def finished(state: dict | None, epochs: int) -> bool:
+    return bool(state) and (state["stopped"] or state["epochs_done"] >= epochs)
+
+
+def clean(partial: Path) -> None:
+    for name in (STATE, LAST_WEIGHTS, BEST_WEIGHTS):
+        (partial / name).unlink(missing_ok=True)
