@@ -99,13 +99,45 @@ def _lines(text: str):
         start = end
 
 
+def _records(path: Path, text: str, delimiter: str):
+    """(line number, fields) per record. Lines without a quote are split directly; the csv module
+    parses the rest (quoted fields may span lines). The csv module holds each field in a
+    4-byte-per-character buffer, which for one 100 MB line alone would cost 400 MB."""
+    lines = _lines(text)
+    pushback: list[str] = []
+    line_num = 0
+
+    def feed():
+        nonlocal line_num
+        while True:
+            line = pushback.pop() if pushback else next(lines, None)
+            if line is None:
+                return
+            line_num += 1
+            yield line
+
+    reader = csv.reader(feed(), delimiter=delimiter, strict=True)
+    for line in lines:
+        if '"' not in line:
+            line_num += 1
+            fields = line.split(delimiter)
+            fields[-1] = fields[-1].rstrip("\r\n")
+            yield line_num, ([] if fields == [""] else fields)
+            continue
+        pushback.append(line)
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise UserError(f"{path}:{line_num}: malformed row ({exc}); check quotes on this line") from None
+        yield line_num, row
+
+
 def _read_delimited(path: Path, text: str, delimiter: str, text_column: str, label_column: str):
     csv.field_size_limit(sys.maxsize)
-    reader = csv.reader(_lines(text), delimiter=delimiter, strict=True)
-    try:
-        header = next(reader, None)
-    except csv.Error as exc:
-        raise UserError(f"{path}:1: malformed header ({exc}); fix the first line") from None
+    records = _records(path, text, delimiter)
+    _, header = next(records, (0, None))
     if not header or not any(h.strip() for h in header):
         raise UserError(f"{path}: the file is empty; it needs a header line and rows")
     header = [h.strip() for h in header]
@@ -117,23 +149,15 @@ def _read_delimited(path: Path, text: str, delimiter: str, text_column: str, lab
             )
     ti, li = header.index(text_column), header.index(label_column)
     rows = []
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise UserError(
-                f"{path}:{reader.line_num}: malformed row ({exc}); check quotes on this line"
-            ) from None
+    for line_num, row in records:
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line
         if len(row) != len(header):
             raise UserError(
-                f"{path}:{reader.line_num}: {len(row)} fields where the header has {len(header)}; "
+                f"{path}:{line_num}: {len(row)} fields where the header has {len(header)}; "
                 "quote fields that contain the delimiter"
             )
-        rows.append((reader.line_num, row[ti], row[li]))
+        rows.append((line_num, row[ti], row[li]))
     return rows
 
 

@@ -22,6 +22,9 @@ def main(argv=None) -> int:
                         + " (default with --format all: all of them)")
     p.add_argument("--onnx-impl", choices=["rnn", "loop"], default="rnn",
                    help="rnn: native ONNX RNN operator (fast); loop: tf2onnx's Loop graph")
+    p.add_argument("--tflite-impl", choices=["fused", "unroll"], default="fused",
+                   help="fused: builtin sequence-RNN op over the real tokens (fast); unroll: converter on an "
+                        "unrolled graph (the quantized variants always use this)")
     args = p.parse_args(argv)
     formats = list(FORMATS) if args.format == "all" else [args.format]
     if args.quantize is None:
@@ -33,7 +36,7 @@ def main(argv=None) -> int:
             raise UserError(f"--quantize: unknown variant(s) {', '.join(bad)}; choose from none,{','.join(QUANTIZATIONS)}")
     from kerasrnn.export import export_run
 
-    manifest = export_run(args.run, args.out, formats, variants, args.onnx_impl)
+    manifest = export_run(args.run, args.out, formats, variants, args.onnx_impl, args.tflite_impl)
     print(f"wrote {args.out}/manifest.json (source run {manifest['source_run']})")
     for rel, entry in manifest["files"].items():
         if rel.endswith((".onnx", ".tflite", "saved_model.pb")):

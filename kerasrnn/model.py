@@ -6,17 +6,23 @@ loop: what TFLite needs for a builtins-only, single-subgraph file.
 """
 from __future__ import annotations
 
+import warnings
+
 import keras
 
 from kerasrnn.tokenizer import UNKNOWN_ID
 
 POOLINGS = ("last", "max", "mean")
+# Keras warns whenever our max-pooling layer is built or loaded with a mask; see build_model for why
+# ignoring the mask is correct there.
+warnings.filterwarnings("ignore", message="Layer 'pool' .*does not support masking")
 
 
-def build_model(vocab_size: int, num_classes: int, max_len: int, embed_dim: int = 64, units: int = 64,
+def build_model(vocab_size: int, num_classes: int, max_len: int | None, embed_dim: int = 64, units: int = 64,
                 num_layers: int = 1, dropout: float = 0.0, pooling: str = "last",
                 unroll: bool = False, batch_size: int | None = None, sanitize_ids: bool = False) -> keras.Model:
-    """`sanitize_ids` (export graphs only): ids outside [0, vocab_size) are read as <UNKNOWN>."""
+    """`max_len=None` accepts any sequence length (training on trimmed batches).
+    `sanitize_ids` (export graphs only): ids outside [0, vocab_size) are read as <UNKNOWN>."""
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
     tokens = keras.Input(shape=(max_len,), batch_size=batch_size, dtype="int32", name="tokens")
@@ -32,6 +38,8 @@ def build_model(vocab_size: int, num_classes: int, max_len: int, embed_dim: int 
             return_sequences=not (last and pooling == "last"),
         )(x)
     if pooling == "max":
+        # The layer ignores the mask, which is right here: Keras's RNN repeats the last real output
+        # over the padding, so the max over all steps is the max over the real ones.
         x = keras.layers.GlobalMaxPooling1D(name="pool")(x)
     elif pooling == "mean":
         x = keras.layers.GlobalAveragePooling1D(name="pool")(x)

@@ -16,6 +16,8 @@ import platform
 import sys
 import time
 import warnings
+
+import numpy as np
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,7 +35,7 @@ DEFAULTS = {
     "units": 64,
     "num_layers": 1,
     "dropout": 0.0,
-    "pooling": "last",
+    "pooling": "max",            # max over the RNN outputs: far better than the last state on long texts
     "epochs": 10,
     "batch_size": 32,
     "learning_rate": 2e-3,
@@ -191,12 +193,20 @@ def prepare_data(config: dict):
     return out
 
 
+def steps_per_epoch(x, batch_size: int) -> int:
+    return -(-len(x) // batch_size)
+
+
 def make_dataset(x, y, batch_size: int, shuffle: bool, seed: int, sample_weight=None,
-                 first_epoch: int = 0, epochs: int = 1):
+                 first_epoch: int = 0, epochs: int = 1, trim: bool = False):
     """tf.data pipeline when TensorFlow is installed; plain arrays otherwise (JAX/torch-only hosts).
 
     Training data is shuffled with a seed derived from (seed, epoch), not from a running random
     stream, so a run resumed at epoch k sees exactly the batches the uninterrupted run would have.
+    With `trim`, each batch is cut to its longest text: the RNN then runs over the tokens the batch
+    has instead of max_len steps of padding (ids are post-padded and masked, so the cut changes
+    nothing but the time taken). Batches are not grouped by length: on real data length goes with
+    the label (spam is long), and length-sorted batches of one class made training unstable.
     """
     parts = (x, y) if sample_weight is None else (x, y, sample_weight)
     try:
@@ -204,12 +214,20 @@ def make_dataset(x, y, batch_size: int, shuffle: bool, seed: int, sample_weight=
     except ImportError:
         return parts
     base = tf.data.Dataset.from_tensor_slices(parts)
-    if not shuffle:
-        return base.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
+    def cut(batch_x, *rest):
+        longest = tf.reduce_max(tf.reduce_sum(tf.cast(batch_x != 0, tf.int32), axis=1))
+        return (batch_x[:, : tf.maximum(longest, 1)], *rest)
+
+    def batched(ds):
+        ds = ds.batch(batch_size)
+        return ds.map(cut) if trim else ds
+
+    if not shuffle:
+        return batched(base).prefetch(tf.data.AUTOTUNE)
     ds = None
     for epoch in range(first_epoch, max(epochs, first_epoch + 1)):
-        one = base.shuffle(len(x), seed=seed * 100_003 + epoch, reshuffle_each_iteration=False).batch(batch_size)
+        one = batched(base.shuffle(len(x), seed=seed * 100_003 + epoch, reshuffle_each_iteration=False))
         ds = one if ds is None else ds.concatenate(one)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -280,7 +298,9 @@ def train(config: dict) -> Path:
     if strategy is not None:
         print(f"distribute: {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}")
     with strategy.scope() if strategy else _nullcontext():
-        model = build_model(**model_config)
+        # TensorFlow trains on batches cut to their longest text (variable length: see make_dataset);
+        # the saved model has the fixed [batch, max_len] input every export needs, same weights.
+        model = build_model(**{**model_config, "max_len": None if _trim_batches() else model_config["max_len"]})
         model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
@@ -301,11 +321,22 @@ def train(config: dict) -> Path:
 
     from kerasrnn.metrics import classification_report
 
+    if _trim_batches():
+        from kerasrnn.model import rebuild
+
+        model = rebuild(model, model_config)
     probs = model.predict(prepared["x_test"], batch_size=256, verbose=0)
     report = classification_report(prepared["y_test"], probs.argmax(axis=1), labels)
     write_run(out_dir, partial, model, config, model_config, prepared, report, state_after["history"],
               train_seconds)
     return out_dir
+
+
+def _trim_batches() -> bool:
+    """Variable-length batches pay off under TensorFlow; JAX would recompile for every length."""
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
 
 
 def _fit(model, config: dict, prepared: dict, partial: Path, state: dict | None) -> dict:
@@ -321,16 +352,18 @@ def _fit(model, config: dict, prepared: dict, partial: Path, state: dict | None)
         weights = np.where(counts > 0, len(y_train) / (len(labels) * np.maximum(counts, 1)), 0.0)
         sample_weight = weights[y_train].astype("float32")
     seed, first_epoch = config["seed"], (state["epochs_done"] if state else 0)
+    trim = _trim_batches()
     train_ds = make_dataset(prepared["x_train"], y_train, config["batch_size"], True, seed, sample_weight,
-                            first_epoch, config["epochs"])
+                            first_epoch, config["epochs"], trim=trim)
     has_val = len(prepared["y_val"]) > 0
-    val_ds = make_dataset(prepared["x_val"], prepared["y_val"], config["batch_size"], False, seed) if has_val else None
+    val_ds = make_dataset(prepared["x_val"], prepared["y_val"], config["batch_size"], False, seed,
+                          trim=trim) if has_val else None
     early = keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss",
                                           patience=config["patience"], restore_best_weights=True)
     saver = EpochCheckpoint(partial, config, early, state)
     fit_kwargs = {}
     if not isinstance(train_ds, tuple):
-        steps = -(-len(y_train) // config["batch_size"])  # the dataset holds every remaining epoch
+        steps = steps_per_epoch(prepared["x_train"], config["batch_size"])  # the dataset holds all epochs
         fit = dict(x=train_ds, validation_data=val_ds, steps_per_epoch=steps)
     else:  # arrays: let Keras batch and shuffle
         fit = dict(x=train_ds[0], y=train_ds[1], batch_size=config["batch_size"], shuffle=True,

@@ -57,7 +57,7 @@ def _check_writable_target(out: Path) -> Path:
 
 
 def export_run(run: str | Path, out: str | Path, formats: list[str], quantize: list[str] | None = None,
-               onnx_impl: str = "rnn", log=print) -> dict:
+               onnx_impl: str = "rnn", tflite_impl: str = "fused", log=print) -> dict:
     """Export `run` in `formats` into `out`; returns the new manifest."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from kerasrnn.export import parity
@@ -90,7 +90,7 @@ def export_run(run: str | Path, out: str | Path, formats: list[str], quantize: l
                 from kerasrnn.export.tflite import export_tflite
 
                 details[fmt] = export_tflite(model, info.config, info.tokenizer, info.labels, folder,
-                                             quantize or [], texts, str(info.path))
+                                             quantize or [], texts, str(info.path), tflite_impl)
                 _copy_tokenizer_files(info, folder)
         log("checking parity of the new files ...")
         results = parity.check(model, info.tokenizer, info.labels, parity.find_artifacts(staging),

@@ -1,8 +1,9 @@
 """TFLite for phones: builtin ops only, one subgraph, int32 [1, max_len] in, MediaPipe metadata.
 
 Keras's own LiteRT export keeps SimpleRNN's while loop, which needs Flex TensorList ops that the
-standard interpreter refuses. We convert an unrolled copy of the model with a static batch of 1
-(same weights): a straight-line graph of builtin ops. `from_keras_model` is used because a
+standard interpreter refuses. float32 and float16 files are written directly as a fused-RNN graph
+(see tflite_fused.py); the quantized variants come from the converter on an unrolled copy of the
+model with a static batch of 1 (same weights): a straight-line graph of builtin ops. `from_keras_model` is used because a
 converter fed `from_concrete_functions` on a wrapped Keras 3 model was seen to return a constant
 output without any error; the parity check after export is what guards against such routes.
 """
@@ -68,7 +69,10 @@ def check_mobile_ready(data: bytes, max_len: int, num_classes: int, name: str) -
 
 
 def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Path, variants: list[str],
-                  calibration_texts: list[str], source_run: str) -> dict:
+                  calibration_texts: list[str], source_run: str, impl: str = "fused") -> dict:
+    """float32 and float16 use the fused-RNN graph (impl="fused") unless impl="unroll"; the dynamic
+    and int8 variants always go through the converter's quantizer on the unrolled graph."""
+    from kerasrnn.export.tflite_fused import build_fused_tflite
     from kerasrnn.model import rebuild
 
     unrolled = rebuild(model, config, unroll=True, batch_size=1, sanitize_ids=True)
@@ -84,12 +88,17 @@ def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Pa
     for variant in ["float32", *variants]:
         if variant == "int8" and calibration is None:
             raise UserError("int8 needs calibration texts: the run folder has no test_split.jsonl")
-        raw = _convert(unrolled, variant, calibration)
+        fused = impl == "fused" and variant in ("float32", "float16")
+        if fused:
+            raw = build_fused_tflite(model, config, float16=variant == "float16")
+        else:
+            raw = _convert(unrolled, variant, calibration)
         name = "model.tflite" if variant == "float32" else f"model_{variant}.tflite"
         info = check_mobile_ready(raw, config["max_len"], len(labels), name)
         data = mpm.attach(raw, metadata, {"vocab.txt": vocab, "labels.txt": label_file})
         (out_dir / name).write_bytes(data)
         files[name] = {"path": f"tflite/{name}", "quantization": variant, "ops": info["ops"],
+                       "graph": "fused UNIDIRECTIONAL_SEQUENCE_RNN over real tokens" if fused else "unrolled",
                        "inputs": {"input": {"dtype": "int32", "shape": [1, config["max_len"]]}},
                        "outputs": {"probabilities": {"dtype": info["outputs"][0]["dtype"],
                                                      "shape": [1, len(labels)]}}}

@@ -1,0 +1,291 @@
+"""Benchmarks: training samples/s against a PyTorch reference, inference latency of every format.
+
+`python tools/bench.py [--run DIR | --synthetic 20000,200,64,64] [--quick]` measures, in one process:
+
+- training: Keras model.fit samples/s on the SMS data, against PyTorch nn.RNN on the same token ids,
+  sizes, batch and epochs, masked correctly with packed sequences, both on one thread (skipped if
+  torch is missing);
+- inference, one thread each: Keras, SavedModel, ONNX Runtime (tf2onnx Loop export and our native
+  RNN export), LiteRT (fused and unrolled float32, float16, dynamic, int8): latency at batch 1
+  (median, p99) and throughput at batch 64, on real texts; file sizes; memory added by each.
+
+Writes bench.json, bench.md and bench.png. A benchmark, not a test: a smoke test runs --quick.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _stats(times: list[float]) -> dict:
+    t = np.asarray(times) * 1e6
+    return {"median_us": float(np.median(t)), "p99_us": float(np.percentile(t, 99)), "n": len(t)}
+
+
+def _synthetic(spec: str):
+    """A model of the given sizes with its initial (random) weights, and a tokenizer from SMS texts."""
+    from kerasrnn.data import load_dataset
+    from kerasrnn.model import build_model
+    from kerasrnn.tokenizer import Tokenizer, build_vocabulary
+
+    vocab, max_len, embed, units = (int(v) for v in spec.split(","))
+    data = load_dataset(None)
+    tokenizer = Tokenizer(build_vocabulary(data.texts, vocab), max_len)
+    config = {"vocab_size": tokenizer.vocab_size, "num_classes": 2, "max_len": max_len, "embed_dim": embed,
+              "units": units, "num_layers": 1, "dropout": 0.0, "pooling": "last"}
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return build_model(**config), config, tokenizer, data.texts, ["ham", "spam"]
+
+
+def _export_all(model, config, tokenizer, labels, texts, folder: Path, log) -> dict[str, Path]:
+    """Every file the benchmark compares, from the same weights."""
+    from kerasrnn.export.onnx_export import export_onnx
+    from kerasrnn.export.savedmodel import export_savedmodel
+    from kerasrnn.export.tflite import export_tflite
+
+    files = {}
+    log("exporting SavedModel ...")
+    export_savedmodel(model, tokenizer, labels, folder / "savedmodel")
+    files["SavedModel"] = folder / "savedmodel"
+    log("exporting ONNX (native RNN, tf2onnx Loop) ...")
+    for impl, name in (("rnn", "ONNX native RNN (ours)"), ("loop", "ONNX tf2onnx Loop (stock)")):
+        export_onnx(model, config, tokenizer, labels, folder / f"{impl}.onnx", impl, "bench")
+        files[name] = folder / f"{impl}.onnx"
+    log("exporting TFLite (fused, unrolled, quantized) ...")
+    export_tflite(model, config, tokenizer, labels, folder / "tfl", ["float16", "dynamic", "int8"], texts, "bench")
+    export_tflite(model, config, tokenizer, labels, folder / "naive", [], texts, "bench", impl="unroll")
+    files["TFLite fused float32 (ours)"] = folder / "tfl/model.tflite"
+    files["TFLite unrolled float32 (naive)"] = folder / "naive/model.tflite"
+    for v in ("float16", "dynamic", "int8"):
+        files[f"TFLite {v}"] = folder / f"tfl/model_{v}.tflite"
+    return files
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def bench_inference(model, files: dict[str, Path], ids: np.ndarray, reps1: int, reps64: int, log) -> list[dict]:
+    import tensorflow as tf
+
+    from kerasrnn.runtimes import open_model
+
+    rows = []
+    keras_fn = tf.function(lambda x: model(x, training=False))
+    candidates = [("Keras (tf.function)", None)] + list(files.items())
+    for name, path in candidates:
+        before = _rss_mb()
+        if path is None:
+            call = lambda x: keras_fn(tf.constant(x)).numpy()  # noqa: E731
+        else:
+            runtime = open_model(path, threads=1)
+            call = runtime.predict_ids
+        for row in ids[:5]:
+            call(row[None])  # warm-up
+        t1 = []
+        for k in range(reps1):
+            x = ids[k % len(ids)][None]
+            start = time.perf_counter()
+            call(x)
+            t1.append(time.perf_counter() - start)
+        t64 = []
+        for k in range(reps64):
+            x = np.take(ids, np.arange(k * 64, k * 64 + 64) % len(ids), axis=0)
+            start = time.perf_counter()
+            call(x)
+            t64.append(time.perf_counter() - start)
+        row = {"format": name, "batch1": _stats(t1), "batch64_samples_per_s": float(64 / np.median(t64)),
+               "size_bytes": _size(path) if path is not None else None, "rss_added_mb": round(_rss_mb() - before, 1)}
+        rows.append(row)
+        log(f"  {name:32} batch1 {row['batch1']['median_us']:9.1f} us (p99 {row['batch1']['p99_us']:9.1f})"
+            f"  batch64 {row['batch64_samples_per_s']:9.0f}/s")
+    return rows
+
+
+def bench_training(config, tokenizer, texts, labels_y, epochs: int, batch: int, log) -> dict:
+    """Keras model.fit vs PyTorch nn.RNN (packed sequences) on the same ids, sizes and batches."""
+    import keras
+
+    from kerasrnn.model import build_model
+    from kerasrnn.train import make_dataset, steps_per_epoch
+
+    x = tokenizer.encode(texts)
+    y = np.asarray(labels_y, np.int32)
+    out = {"examples": int(len(x)), "epochs": epochs, "batch_size": batch}
+    # As kerasrnn.train does under TensorFlow: variable-length model, batches cut to their longest text.
+    model = build_model(**{k: config[k] for k in ("vocab_size", "num_classes", "embed_dim", "units",
+                                                   "num_layers", "dropout", "pooling")}, max_len=None)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    times = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.t)
+
+    ds = make_dataset(x, y, batch, True, 0, None, 0, epochs, trim=True)
+    model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch(x, batch), callbacks=[Timer()], verbose=0)
+    steady = times[1:] or times  # the first epoch includes tracing / compilation
+    out["keras_samples_per_s"] = float(len(x) / np.median(steady))
+    out["keras_epoch_seconds"] = [round(t, 3) for t in times]
+    log(f"  Keras model.fit: {out['keras_samples_per_s']:.0f} samples/s (epochs {out['keras_epoch_seconds']})")
+    try:
+        import torch
+    except ImportError:
+        out["torch"] = "not installed (pip install torch==2.13.0)"
+        log("  PyTorch: not installed, reference skipped")
+        return out
+    out.update(_torch_reference(torch, x, y, config, epochs, batch))
+    out["ratio_keras_over_torch"] = out["keras_samples_per_s"] / out["torch_samples_per_s"]
+    log(f"  PyTorch nn.RNN packed: {out['torch_samples_per_s']:.0f} samples/s; ratio {out['ratio_keras_over_torch']:.2f}x")
+    return out
+
+
+def _torch_reference(torch, x, y, config, epochs, batch) -> dict:
+    nn = torch.nn
+    torch.manual_seed(0)
+    torch.set_num_threads(1)  # TensorFlow runs on one thread here too (set once per process)
+
+    class Ref(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(config["vocab_size"], config["embed_dim"], padding_idx=0)
+            self.rnn = nn.RNN(config["embed_dim"], config["units"], num_layers=config["num_layers"],
+                              nonlinearity="tanh", batch_first=True)
+            self.out = nn.Linear(config["units"], config["num_classes"])
+
+        def forward(self, ids, lengths):
+            packed = nn.utils.rnn.pack_padded_sequence(self.emb(ids), lengths, batch_first=True,
+                                                       enforce_sorted=False)
+            _, h = self.rnn(packed)  # h: last real step of each sequence, padding never seen
+            return self.out(h[-1])
+
+    model = Ref()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
+    lengths = torch.from_numpy((x != 0).sum(1).clip(min=1).astype(np.int64))
+    times = []
+    for epoch in range(epochs):
+        perm = torch.from_numpy(np.random.default_rng(epoch).permutation(len(x)))
+        start = time.perf_counter()
+        for i in range(0, len(x), batch):
+            idx = perm[i:i + batch]
+            opt.zero_grad()
+            loss = loss_fn(model(xt[idx], lengths[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - start)
+    steady = times[1:] or times
+    return {"torch_samples_per_s": float(len(x) / np.median(steady)), "torch_version": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "torch_epoch_seconds": [round(t, 3) for t in times]}
+
+
+def write_outputs(result: dict, out: Path) -> None:
+    from kerasrnn.fileio import write_json_atomic, write_text_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "bench.json", result)
+    write_text_atomic(out / "bench.md", to_markdown(result))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["inference"]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    ax.barh([r["format"] for r in rows], [r["batch1"]["median_us"] for r in rows])
+    ax.set_xlabel("latency at batch 1, one thread (µs, median)")
+    ax.invert_yaxis()
+    ax.set_title(result["model"]["description"])
+    fig.tight_layout()
+    fig.savefig(out / "bench.png", dpi=100)
+    plt.close(fig)
+
+
+def to_markdown(result: dict) -> str:
+    m = result["model"]
+    lines = [f"Model: {m['description']}; machine: {result['machine']}.", "",
+             "| format | batch 1 median (µs) | batch 1 p99 (µs) | batch 64 (samples/s) | size (bytes) | RSS added (MB) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in result["inference"]:
+        size = f"{r['size_bytes']:,}" if r["size_bytes"] else "-"
+        lines.append(f"| {r['format']} | {r['batch1']['median_us']:.1f} | {r['batch1']['p99_us']:.1f} | "
+                     f"{r['batch64_samples_per_s']:,.0f} | {size} | {r['rss_added_mb']} |")
+    ratios = result.get("ratios", {})
+    if ratios:
+        lines += ["", "| ratio | value |", "| --- | ---: |"]
+        lines += [f"| {k} | {v:.2f}x |" for k, v in ratios.items()]
+    t = result.get("training")
+    if t:
+        lines += ["", f"Training ({t['examples']} SMS texts, batch {t['batch_size']}, {t['epochs']} epochs, "
+                      f"median of epochs after the first): Keras model.fit {t['keras_samples_per_s']:,.0f} samples/s"
+                  + (f"; PyTorch nn.RNN with packed sequences {t['torch_samples_per_s']:,.0f} samples/s "
+                     f"({t['ratio_keras_over_torch']:.2f}x)" if "torch_samples_per_s" in t else f"; PyTorch: {t.get('torch')}")]
+    return "\n".join(lines) + "\n"
+
+
+def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, train: bool = True, log=print) -> dict:
+    import tensorflow as tf
+
+    # One thread everywhere: inference latency per core, and training on equal terms with PyTorch
+    # (TensorFlow fixes its thread pools at start-up, so training shares the setting).
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from kerasrnn.data import load_dataset
+
+    if synthetic:
+        model, config, tokenizer, texts, labels = _synthetic(synthetic)
+        description = (f"synthetic vocab {config['vocab_size']}, max_len {config['max_len']}, "
+                       f"embed {config['embed_dim']}, units {config['units']} (initial weights), SMS texts")
+    else:
+        from kerasrnn.run import RunInfo
+
+        info = RunInfo.load(run or "runs/latest")
+        model, config, tokenizer, labels = info.load_model(), info.config, info.tokenizer, info.labels
+        texts = info.test_split()[0] or load_dataset(None).texts
+        description = (f"run {info.path.name}: vocab {config['vocab_size']}, max_len {config['max_len']}, "
+                       f"embed {config['embed_dim']}, units {config['units']}, pooling {config['pooling']}")
+    ids = tokenizer.encode(texts[:512])
+    result = {"model": {"description": description, **{k: config[k] for k in
+                                                         ("vocab_size", "max_len", "embed_dim", "units")}},
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+              "mean_real_tokens": float((ids != 0).sum(1).mean()), "quick": quick}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = _export_all(model, config, tokenizer, labels, texts[:200], Path(tmp), log)
+        log("inference (one thread):")
+        result["inference"] = bench_inference(model, files, ids, 60 if quick else 1000, 3 if quick else 30, log)
+    by = {r["format"]: r for r in result["inference"]}
+    med = lambda name: by[name]["batch1"]["median_us"]  # noqa: E731
+    result["ratios"] = {
+        "ONNX batch 1: stock Loop / ours": med("ONNX tf2onnx Loop (stock)") / med("ONNX native RNN (ours)"),
+        "ONNX batch 64 throughput: ours / stock": by["ONNX native RNN (ours)"]["batch64_samples_per_s"]
+        / by["ONNX tf2onnx Loop (stock)"]["batch64_samples_per_s"],
+        "TFLite batch 1: unrolled / fused": med("TFLite unrolled float32 (naive)") / med("TFLite fused float32 (ours)"),
+    }
+    if train:
+        data = load_dataset(None)
+        n = 600 if quick else len(data.texts)
+        y = [0 if lab == "ham" else 1 for lab in data.labels[:n]]
+        log("training (Keras model.fit vs PyTorch):")
+        result["training"] = bench_training(config | {"num_classes": 2}, tokenizer, data.texts[:n], y,
+                                            2 if quick else 3, 32, log)
+    write_outputs(result, out)
+    return result
