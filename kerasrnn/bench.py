@@ -289,3 +289,91 @@ def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, tr
                                             2 if quick else 3, 32, log)
     write_outputs(result, out)
     return result
+
+
+def gpu_training_bench(vocab: int, max_len: int, embed: int, units: int, batches: list[int], examples: int,
+                       epochs: int, log=print) -> dict:
+    """Keras (whatever KERAS_BACKEND is, JAX on a GPU host) vs PyTorch nn.RNN with packed sequences,
+    on the same synthetic ids (variable lengths, post-padded), same sizes, same device.
+
+    Needs no TensorFlow: Keras gets numpy arrays, not a tf.data pipeline.
+    """
+    import keras
+
+    from kerasrnn.model import build_model
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(max(2, max_len // 8), max_len + 1, examples)
+    x = np.zeros((examples, max_len), np.int32)
+    for i, n in enumerate(lengths):
+        x[i, 0] = 1
+        x[i, 1:n] = rng.integers(3, vocab, n - 1)
+    y = rng.integers(0, 2, examples).astype(np.int32)
+    config = {"vocab_size": vocab, "num_classes": 2, "max_len": max_len, "embed_dim": embed, "units": units,
+              "num_layers": 1, "dropout": 0.0, "pooling": "last"}
+    result = {"backend": keras.backend.backend(), "config": config, "examples": examples, "epochs": epochs,
+              "device": _device_name(), "runs": []}
+    for batch in batches:
+        model = build_model(**config)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+        times = []
+
+        class Timer(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.t = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                times.append(time.perf_counter() - self.t)
+
+        model.fit(x, y, batch_size=batch, epochs=epochs, callbacks=[Timer()], verbose=0)
+        row = {"batch_size": batch, "keras_samples_per_s": float(examples / np.median(times[1:] or times))}
+        try:
+            import torch
+
+            row.update(_torch_gpu_reference(torch, x, y, config, epochs, batch))
+            row["ratio"] = row["keras_samples_per_s"] / row["torch_samples_per_s"]
+        except ImportError:
+            row["torch"] = "not installed"
+        log(json.dumps(row))
+        result["runs"].append(row)
+    return result
+
+
+def _device_name() -> str:
+    try:
+        import jax
+
+        return str(jax.devices()[0].device_kind)
+    except Exception:  # noqa: BLE001 - best effort description only
+        return platform.processor() or "cpu"
+
+
+def _torch_gpu_reference(torch, x, y, config, epochs, batch) -> dict:
+    nn = torch.nn
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    emb = nn.Embedding(config["vocab_size"], config["embed_dim"], padding_idx=0).to(device)
+    rnn = nn.RNN(config["embed_dim"], config["units"], batch_first=True).to(device)
+    out = nn.Linear(config["units"], config["num_classes"]).to(device)
+    params = [*emb.parameters(), *rnn.parameters(), *out.parameters()]
+    opt = torch.optim.Adam(params, 1e-3)
+    xt = torch.from_numpy(x.astype(np.int64)).to(device)
+    yt = torch.from_numpy(y.astype(np.int64)).to(device)
+    lengths = torch.from_numpy((x != 0).sum(1).astype(np.int64))  # stays on the CPU, as packing wants
+    times = []
+    for epoch in range(epochs):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for i in range(0, len(x), batch):
+            packed = nn.utils.rnn.pack_padded_sequence(emb(xt[i:i + batch]), lengths[i:i + batch],
+                                                       batch_first=True, enforce_sorted=False)
+            _, h = rnn(packed)
+            loss = nn.functional.cross_entropy(out(h[-1]), yt[i:i + batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return {"torch_samples_per_s": float(len(x) / np.median(times[1:] or times)), "torch_device": device}

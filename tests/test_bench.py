@@ -1,0 +1,48 @@
+"""Smoke tests for the benchmark scripts (timings are never asserted: they are the benchmarks' job)."""
+from __future__ import annotations
+
+import json
+
+from conftest import run_cli
+
+
+def test_bench_quick_writes_every_format(tmp_path):
+    out = tmp_path / "bench"
+    proc = run_cli(["tools/bench.py", "--synthetic", "600,24,8,8", "--quick", "--out", str(out)], timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads((out / "bench.json").read_text())
+    formats = {row["format"] for row in result["inference"]}
+    assert {"Keras (tf.function)", "SavedModel", "ONNX native RNN (ours)", "ONNX tf2onnx Loop (stock)",
+            "TFLite fused float32 (ours)", "TFLite unrolled float32 (naive)", "TFLite int8"} <= formats
+    for row in result["inference"]:
+        assert row["batch1"]["median_us"] > 0 and row["batch64_samples_per_s"] > 0
+    assert set(result["ratios"]) == {"ONNX batch 1: stock Loop / ours", "ONNX batch 64 throughput: ours / stock",
+                                     "TFLite batch 1: unrolled / fused"}
+    assert result["training"]["keras_samples_per_s"] > 0
+    assert (out / "bench.md").read_text().count("|") > 20
+    assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gpu_training_script_runs_without_tensorflow(tmp_path):
+    # Block TensorFlow: the script must work on a JAX-only GPU host.
+    script = ("import sys, runpy; sys.modules['tensorflow'] = None;"
+              "sys.argv = ['train_gpu.py', '--sizes', '300,12,8,8', '--batches', '32', '--examples', '256',"
+              f"'--epochs', '2', '--out', {str(tmp_path / 'g.json')!r}];"
+              "runpy.run_path('tools/train_gpu.py', run_name='__main__')")
+    proc = run_cli(["-c", script], env={"KERAS_BACKEND": "jax"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "g.json").read_text())
+    assert result["backend"] == "jax" and result["runs"][0]["keras_samples_per_s"] > 0
+
+
+def test_benchmark_accuracy_smoke(tmp_path, shared_datasets):
+    out = tmp_path / "acc"
+    proc = run_cli(["tools/benchmark_accuracy.py", "--datasets", str(shared_datasets), "--only", "sms_spam",
+                    "--seeds", "0,1", "--out", str(out), "--set", "epochs=1", "--set", "units=8",
+                    "--set", "embed_dim=8", "--set", "max_len=16", "--set", "vocab_size=500"], timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "accuracy.json").read_text())
+    sms = result["datasets"]["sms_spam"]
+    assert [r["seed"] for r in sms["runs"]] == [0, 1]
+    assert 0 < sms["accuracy_mean"] <= 1 and sms["tfidf_accuracy"] == 0.9907
+    assert "sms_spam" in (out / "accuracy.md").read_text()
