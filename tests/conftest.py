@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Small model, few epochs: tests check behaviour, not accuracy (that is the benchmarks' job).
-TINY = ["--embed-dim", "16", "--units", "16", "--epochs", "3", "--learning-rate", "0.005", "--vocab-size", "1500", "--max-len", "24",
+TINY = ["--embed-dim", "16", "--units", "16", "--epochs", "4", "--learning-rate", "0.005", "--vocab-size", "1500", "--max-len", "24",
         "--batch-size", "32", "--verbose", "0"]
 
 

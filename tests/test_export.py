@@ -73,7 +73,7 @@ def test_tflite_files_are_mobile_ready(tiny_exports):
 
 
 def test_check_parity_passes_and_writes_report(tiny_exports):
-    proc = run_cli(["tools/check_parity.py", "--exports", str(tiny_exports), "--limit", "120"])
+    proc = run_cli(["tools/check_parity.py", "--exports", str(tiny_exports)])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     report = json.loads((tiny_exports / "parity.json").read_text())
     assert report["passed"]
