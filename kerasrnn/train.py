@@ -39,7 +39,7 @@ DEFAULTS = {
     "epochs": 10,
     "batch_size": 32,
     "learning_rate": 2e-3,
-    "patience": 2,
+    "patience": 3,              # 2 stopped SMS runs in the early validation-loss dip of max pooling
     "class_weight": "none",
     "seed": 0,
     "device": "auto",
