@@ -117,6 +117,24 @@ def bench_inference(model, files: dict[str, Path], ids: np.ndarray, reps1: int, 
     return rows
 
 
+def _epoch_timer():
+    """A Keras callback collecting each epoch's wall time in `.times`."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
 def bench_training(config, tokenizer, texts, labels_y, epochs: int, batch: int, log) -> dict:
     """Keras model.fit vs PyTorch nn.RNN (packed sequences) on the same ids, sizes and batches."""
     import keras
@@ -131,17 +149,10 @@ def bench_training(config, tokenizer, texts, labels_y, epochs: int, batch: int, 
     model = build_model(**{k: config[k] for k in ("vocab_size", "num_classes", "embed_dim", "units",
                                                    "num_layers", "dropout", "pooling")}, max_len=None)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-    times = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.t)
-
+    timer = _epoch_timer()
     ds = make_dataset(x, y, batch, True, 0, None, 0, epochs, trim=True)
-    model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch(x, batch), callbacks=[Timer()], verbose=0)
+    model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch(x, batch), callbacks=[timer], verbose=0)
+    times = timer.times
     steady = times[1:] or times  # the first epoch includes tracing / compilation
     out["keras_samples_per_s"] = float(len(x) / np.median(steady))
     out["keras_epoch_seconds"] = [round(t, 3) for t in times]
@@ -316,17 +327,9 @@ def gpu_training_bench(vocab: int, max_len: int, embed: int, units: int, batches
     for batch in batches:
         model = build_model(**config)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-        times = []
-
-        class Timer(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.t = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                times.append(time.perf_counter() - self.t)
-
-        model.fit(x, y, batch_size=batch, epochs=epochs, callbacks=[Timer()], verbose=0)
-        row = {"batch_size": batch, "keras_samples_per_s": float(examples / np.median(times[1:] or times))}
+        timer = _epoch_timer()
+        model.fit(x, y, batch_size=batch, epochs=epochs, callbacks=[timer], verbose=0)
+        row = {"batch_size": batch, "keras_samples_per_s": float(examples / np.median(timer.times[1:] or timer.times))}
         try:
             import torch
 

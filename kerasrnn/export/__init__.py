@@ -67,6 +67,7 @@ def export_run(run: str | Path, out: str | Path, formats: list[str], quantize: l
     out = _check_writable_target(out)
     model = info.load_model()
     texts, text_labels = info.test_split()
+    remove_stale_staging(out)
     staging = out / f".staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -106,6 +107,27 @@ def export_run(run: str | Path, out: str | Path, formats: list[str], quantize: l
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def remove_stale_staging(out: Path) -> list[Path]:
+    """Delete staging / old folders left by exports that were killed (their process is gone)."""
+    removed = []
+    for folder in list(out.glob(".staging-*")) + list(out.glob(".old-*-*")):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _swap_in(staging: Path, out: Path, formats: list[str], info, details: dict) -> dict:
