@@ -81,6 +81,8 @@ def load_keras_model(path: Path):
     """Load a .keras file in safe mode: a file carrying Python code (Lambda layers) is refused."""
     import keras
 
+    import kerasrnn.model  # noqa: F401 - registers the warning filter for our max-pooling layer
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such model file")
