@@ -95,8 +95,8 @@ def bench_inference(model, files: dict[str, Path], ids: np.ndarray, reps1: int, 
         else:
             runtime = open_model(path, threads=1)
             call = runtime.predict_ids
-        for row in ids[:5]:
-            call(row[None])  # warm-up
+        for row in ids[:50]:
+            call(row[None])  # warm-up: first calls allocate, trace and fill caches
         t1 = []
         for k in range(reps1):
             x = ids[k % len(ids)][None]
