@@ -43,7 +43,11 @@ def _synthetic(spec: str):
 
     vocab, max_len, embed, units = (int(v) for v in spec.split(","))
     data = load_dataset(None)
-    tokenizer = Tokenizer(build_vocabulary(data.texts, vocab), max_len)
+    words = build_vocabulary(data.texts, vocab)
+    # SMS has fewer distinct words than a large vocabulary: pad with unused entries so that the
+    # embedding (and file sizes) have the requested number of rows.
+    words += [f"unused_{i}" for i in range(vocab - 3 - len(words))]
+    tokenizer = Tokenizer(words, max_len)
     config = {"vocab_size": tokenizer.vocab_size, "num_classes": 2, "max_len": max_len, "embed_dim": embed,
               "units": units, "num_layers": 1, "dropout": 0.0, "pooling": "last"}
     import keras

@@ -125,12 +125,14 @@ def _records(path: Path, text: str, delimiter: str):
             yield line_num, ([] if fields == [""] else fields)
             continue
         pushback.append(line)
+        first = line_num + 1
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            raise UserError(f"{path}:{line_num}: malformed row ({exc}); check quotes on this line") from None
+            where = f"{first}" if first == line_num else f"{first} (record runs to line {line_num})"
+            raise UserError(f"{path}:{where}: malformed row ({exc}); check the quotes of line {first}") from None
         yield line_num, row
 
 
