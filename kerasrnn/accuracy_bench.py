@@ -36,8 +36,9 @@ def run(datasets_dir: Path, seeds: list[int], only: list[str] | None, out: Path,
         runs = []
         for seed in seeds:
             with tempfile.TemporaryDirectory() as tmp:
-                config = {**DEFAULTS, "data": str(datasets_dir / train_file), "seed": seed, "verbose": 0,
-                          "output": str(Path(tmp) / "run"), **(extra or {})}
+                # One split for every seed (SMS: stratified 80/20, split seed 0); seeds vary the model.
+                config = {**DEFAULTS, "data": str(datasets_dir / train_file), "seed": seed, "split_seed": 0,
+                          "verbose": 0, "output": str(Path(tmp) / "run"), **(extra or {})}
                 if test_file:
                     config.update(test_data=str(datasets_dir / test_file), test_split=0.0)
                 start = time.perf_counter()

@@ -42,6 +42,7 @@ DEFAULTS = {
     "patience": 3,              # 2 stopped SMS runs in the early validation-loss dip of max pooling
     "class_weight": "none",
     "seed": 0,
+    "split_seed": None,         # None: the same as seed; set it to keep one split across model seeds
     "device": "auto",
     "distribute": "none",
     "replicas": 2,
@@ -74,7 +75,8 @@ def parse_args(argv=None) -> dict:
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (best weights are restored)")
     p.add_argument("--class-weight", choices=["none", "balanced"])
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="seeds initialisation, shuffling and (unless --split-seed) the split")
+    p.add_argument("--split-seed", type=int, help="seed of the train/validation/test split only")
     p.add_argument("--device", choices=["auto", "cpu"], help="cpu hides every GPU")
     p.add_argument("--distribute", choices=["none", "mirrored"])
     p.add_argument("--replicas", type=int, help="logical CPU devices for --distribute mirrored without a GPU")
@@ -168,7 +170,7 @@ def prepare_data(config: dict):
         raise UserError(f"{data.source}: only one class ({labels[0]!r}); a classifier needs at least two")
     y = encode_labels(data, labels, "data")
     texts = np.array(data.texts, dtype=object)
-    seed = config["seed"]
+    seed = config["seed"] if config.get("split_seed") is None else config["split_seed"]
     if config["test_data"]:
         test = load_dataset(config["test_data"], config["text_column"], config["label_column"])
         y_test = encode_labels(test, labels, "--test-data")

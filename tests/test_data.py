@@ -111,3 +111,13 @@ def test_existing_output_is_never_overwritten(tmp_path, tiny_csv):
     proc = run_cli(["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(out), *TINY])
     assert proc.returncode == 2 and "already exists" in proc.stderr
     assert (out / "mine.txt").read_text() == "keep me" and len(list(out.iterdir())) == 1
+
+
+def test_split_seed_fixes_the_split_across_model_seeds(tiny_csv):
+    from kerasrnn.train import parse_args, prepare_data
+
+    def test_texts(*args):
+        return prepare_data(parse_args(["--data", str(tiny_csv), "--max-len", "16", *args]))["test_texts"]
+
+    assert test_texts("--seed", "0", "--split-seed", "0") == test_texts("--seed", "1", "--split-seed", "0")
+    assert test_texts("--seed", "0") != test_texts("--seed", "1")
