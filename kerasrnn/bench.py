@@ -80,13 +80,10 @@ def _export_all(model, config, tokenizer, labels, texts, folder: Path, log) -> d
     return files
 
 
-def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
-
-
 def bench_inference(model, files: dict[str, Path], ids: np.ndarray, reps1: int, reps64: int, log) -> list[dict]:
     import tensorflow as tf
 
+    from kerasrnn.fileio import path_size
     from kerasrnn.runtimes import open_model
 
     rows = []
@@ -114,7 +111,7 @@ def bench_inference(model, files: dict[str, Path], ids: np.ndarray, reps1: int, 
             call(x)
             t64.append(time.perf_counter() - start)
         row = {"format": name, "batch1": _stats(t1), "batch64_samples_per_s": float(64 / np.median(t64)),
-               "size_bytes": _size(path) if path is not None else None, "rss_added_mb": round(_rss_mb() - before, 1)}
+               "size_bytes": path_size(path) if path is not None else None, "rss_added_mb": round(_rss_mb() - before, 1)}
         rows.append(row)
         log(f"  {name:32} batch1 {row['batch1']['median_us']:9.1f} us (p99 {row['batch1']['p99_us']:9.1f})"
             f"  batch64 {row['batch64_samples_per_s']:9.0f}/s")

@@ -13,8 +13,6 @@ import json
 import os
 from pathlib import Path
 
-import keras
-
 from kerasrnn.errors import UserError
 from kerasrnn.fileio import write_json_atomic
 
@@ -51,37 +49,43 @@ def load_state(partial: Path, config: dict) -> dict | None:
     return state
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves after each epoch; restores early-stopping state on resume (Keras resets it at train begin)."""
+def epoch_checkpoint(partial: Path, config: dict, early_stopping, state: dict | None):
+    """The callback that saves after each epoch and restores early-stopping state on resume (Keras
+    resets it at train begin). Built on demand: this module is imported before the input is checked,
+    and a bad-input error should not wait for Keras and TensorFlow to load."""
+    import keras
 
-    def __init__(self, partial: Path, config: dict, early_stopping, state: dict | None):
-        super().__init__()
-        self.partial, self.config, self.early_stopping = partial, config, early_stopping
-        self.state = state or {"epochs_done": 0, "history": [], "early_stopping": None, "stopped": False}
+    class EpochCheckpoint(keras.callbacks.Callback):
+        def __init__(self, partial: Path, config: dict, early_stopping, state: dict | None):
+            super().__init__()
+            self.partial, self.config, self.early_stopping = partial, config, early_stopping
+            self.state = state or {"epochs_done": 0, "history": [], "early_stopping": None, "stopped": False}
 
-    def on_train_begin(self, logs=None):
-        es = self.state["early_stopping"]
-        if es:
-            self.early_stopping.best, self.early_stopping.wait = es["best"], es["wait"]
-            self.early_stopping.best_epoch = es["best_epoch"]
-            if (self.partial / BEST_WEIGHTS).is_file():
-                current = self.model.get_weights()
-                self.model.load_weights(self.partial / BEST_WEIGHTS)
-                self.early_stopping.best_weights = self.model.get_weights()
-                self.model.set_weights(current)
+        def on_train_begin(self, logs=None):
+            es = self.state["early_stopping"]
+            if es:
+                self.early_stopping.best, self.early_stopping.wait = es["best"], es["wait"]
+                self.early_stopping.best_epoch = es["best_epoch"]
+                if (self.partial / BEST_WEIGHTS).is_file():
+                    current = self.model.get_weights()
+                    self.model.load_weights(self.partial / BEST_WEIGHTS)
+                    self.early_stopping.best_weights = self.model.get_weights()
+                    self.model.set_weights(current)
 
-    def on_epoch_end(self, epoch, logs=None):
-        es = self.early_stopping
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-        self.state["history"].append(row)
-        self.state["epochs_done"] = epoch + 1
-        if es.best_epoch == epoch:  # this epoch is the best so far
-            _save_weights_atomic(self.model, self.partial / BEST_WEIGHTS)
-        _save_weights_atomic(self.model, self.partial / LAST_WEIGHTS)
-        self.state["early_stopping"] = {"best": float(es.best), "wait": int(es.wait), "best_epoch": int(es.best_epoch)}
-        self.state["stopped"] = bool(self.model.stop_training)
-        self.state["config"] = {k: self.config.get(k) for k in RESUME_KEYS}
-        write_json_atomic(self.partial / STATE, self.state)
+        def on_epoch_end(self, epoch, logs=None):
+            es = self.early_stopping
+            row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+            self.state["history"].append(row)
+            self.state["epochs_done"] = epoch + 1
+            if es.best_epoch == epoch:  # this epoch is the best so far
+                _save_weights_atomic(self.model, self.partial / BEST_WEIGHTS)
+            _save_weights_atomic(self.model, self.partial / LAST_WEIGHTS)
+            self.state["early_stopping"] = {"best": float(es.best), "wait": int(es.wait), "best_epoch": int(es.best_epoch)}
+            self.state["stopped"] = bool(self.model.stop_training)
+            self.state["config"] = {k: self.config.get(k) for k in RESUME_KEYS}
+            write_json_atomic(self.partial / STATE, self.state)
+
+    return EpochCheckpoint(partial, config, early_stopping, state)
 
 
 def restore(model, partial: Path, state: dict) -> None:

@@ -118,7 +118,8 @@ class OnnxRuntime(Runtime):
         self.tokenizer = None
         if "tokenizer" in meta and "vocab" in meta:
             spec = json.loads(meta["tokenizer"])
-            self.tokenizer = _tokenizer_from_text(meta["vocab"], spec["max_len"], spec["delim_regex"])
+            self.tokenizer = Tokenizer.from_vocab_text(meta["vocab"], spec["max_len"], spec["delim_regex"],
+                                                       source=f"{path} (metadata 'vocab')")
         self.metadata = meta
 
     def predict_ids(self, ids):
@@ -151,7 +152,8 @@ class TfliteRuntime(Runtime):
             from kerasrnn.export.mediapipe_metadata import read_tokenizer_options
 
             delim = read_tokenizer_options(data)
-            self.tokenizer = _tokenizer_from_text(files["vocab.txt"].decode("utf-8"), self.max_len, delim)
+            self.tokenizer = Tokenizer.from_vocab_text(files["vocab.txt"].decode("utf-8"), self.max_len, delim,
+                                                       source=f"{path} (vocab.txt)")
 
     def predict_ids(self, ids):
         out = np.empty((len(ids), int(self.output["shape"][-1])), dtype=np.float32)
@@ -214,15 +216,6 @@ def _zip_members(data: bytes) -> dict[str, bytes]:
             return {name: zf.read(name) for name in zf.namelist()}
     except zipfile.BadZipFile:
         return {}
-
-
-def _tokenizer_from_text(vocab_text: str, max_len: int, delim: str) -> Tokenizer:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        file = Path(tmp) / "vocab.txt"
-        file.write_text(vocab_text, encoding="utf-8")
-        return Tokenizer.load(file, max_len, delim)
 
 
 def open_model(path: str | Path, threads: int = 0) -> Runtime:

@@ -110,16 +110,23 @@ class Tokenizer:
 
     @classmethod
     def load(cls, vocab_path: Path, max_len: int, delim_regex: str = DELIM_REGEX) -> "Tokenizer":
-        """Read a vocabulary file written by `save_vocab` (the lower-case spelling comes first)."""
+        """Read a vocabulary file written by `save_vocab`."""
+        text = Path(vocab_path).read_text(encoding="utf-8")
+        return cls.from_vocab_text(text, max_len, delim_regex, source=str(vocab_path))
+
+    @classmethod
+    def from_vocab_text(cls, text: str, max_len: int, delim_regex: str = DELIM_REGEX,
+                        source: str = "vocabulary") -> "Tokenizer":
+        """Parse 'token id' lines (the lower-case spelling of each word comes first)."""
         words: dict[int, str] = {}
         # split("\n"), not splitlines(): tokens may hold characters that splitlines breaks on.
-        for number, line in enumerate(Path(vocab_path).read_text(encoding="utf-8").split("\n"), 1):
+        for number, line in enumerate(text.split("\n"), 1):
             if not line:
                 continue
             tok, _, idx = line.rpartition(" ")
             if not tok or not idx.isdigit():
                 from kerasrnn.errors import UserError
-                raise UserError(f"{vocab_path}:{number}: expected 'token id'; the vocabulary file is damaged")
+                raise UserError(f"{source}:{number}: expected 'token id'; the vocabulary file is damaged")
             words.setdefault(int(idx), tok)
         ordered = [words[i] for i in range(len(RESERVED), len(words))]
         return cls(ordered, max_len, delim_regex)

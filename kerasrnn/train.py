@@ -134,9 +134,9 @@ def _prepare_device(config: dict) -> None:
 def new_output_dir(config: dict) -> Path:
     from kerasrnn.errors import UserError
 
-    if config.get("resume"):
-        from kerasrnn.checkpoint import STATE, partial_dir
+    from kerasrnn.checkpoint import STATE, partial_dir
 
+    if config.get("resume"):
         config["output"] = config.pop("resume")
         if not (partial_dir(Path(config["output"])) / STATE).is_file():
             raise UserError(f"{config['output']}: no interrupted run to resume (no checkpoint in "
@@ -150,7 +150,7 @@ def new_output_dir(config: dict) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path("runs") / stamp
     n = 1
-    while out.exists() or (out.parent / f".{out.name}.partial").exists():
+    while out.exists() or partial_dir(out).exists():
         n += 1
         out = Path("runs") / f"{stamp}-{n}"
     return out
@@ -158,7 +158,6 @@ def new_output_dir(config: dict) -> Path:
 
 def prepare_data(config: dict):
     """Load, split and encode. Returns a dict of arrays plus the tokenizer and labels."""
-    import numpy as np
 
     from kerasrnn.data import encode_labels, label_order, load_dataset, stratified_split
     from kerasrnn.errors import UserError
@@ -260,7 +259,6 @@ def _strategy(config: dict):
 
 def versions() -> dict:
     import keras
-    import numpy as np
 
     out = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__,
            "backend": keras.backend.backend()}
@@ -281,7 +279,6 @@ def train(config: dict) -> Path:
     prepared = prepare_data(config)  # all input checks happen here, before anything is written
 
     import keras
-    import numpy as np
 
     from kerasrnn.model import build_model
 
@@ -296,13 +293,14 @@ def train(config: dict) -> Path:
         "embed_dim": config["embed_dim"], "units": config["units"], "num_layers": config["num_layers"],
         "dropout": config["dropout"], "pooling": config["pooling"],
     }
+    trim = _trim_batches()
     strategy = _strategy(config)
     if strategy is not None:
         print(f"distribute: {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}")
     with strategy.scope() if strategy else _nullcontext():
         # TensorFlow trains on batches cut to their longest text (variable length: see make_dataset);
         # the saved model has the fixed [batch, max_len] input every export needs, same weights.
-        model = build_model(**{**model_config, "max_len": None if _trim_batches() else model_config["max_len"]})
+        model = build_model(**{**model_config, "max_len": None if trim else model_config["max_len"]})
         model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
@@ -318,12 +316,12 @@ def train(config: dict) -> Path:
         model.load_weights(partial / checkpoint.BEST_WEIGHTS)  # as EarlyStopping would have restored
         state_after = state
     else:
-        state_after = _fit(model, config, prepared, partial, state)
-    train_seconds = time.perf_counter() - started + (state or {}).get("seconds", 0.0)
+        state_after = _fit(model, config, prepared, partial, state, trim)
+    train_seconds = time.perf_counter() - started  # this invocation's training (a resumed run: since resuming)
 
     from kerasrnn.metrics import classification_report
 
-    if _trim_batches():
+    if trim:
         from kerasrnn.model import rebuild
 
         model = rebuild(model, model_config)
@@ -341,11 +339,10 @@ def _trim_batches() -> bool:
     return keras.backend.backend() == "tensorflow"
 
 
-def _fit(model, config: dict, prepared: dict, partial: Path, state: dict | None) -> dict:
+def _fit(model, config: dict, prepared: dict, partial: Path, state: dict | None, trim: bool) -> dict:
     import keras
-    import numpy as np
 
-    from kerasrnn.checkpoint import EpochCheckpoint
+    from kerasrnn.checkpoint import epoch_checkpoint
 
     labels, y_train = prepared["labels"], prepared["y_train"]
     sample_weight = None
@@ -354,7 +351,6 @@ def _fit(model, config: dict, prepared: dict, partial: Path, state: dict | None)
         weights = np.where(counts > 0, len(y_train) / (len(labels) * np.maximum(counts, 1)), 0.0)
         sample_weight = weights[y_train].astype("float32")
     seed, first_epoch = config["seed"], (state["epochs_done"] if state else 0)
-    trim = _trim_batches()
     train_ds = make_dataset(prepared["x_train"], y_train, config["batch_size"], True, seed, sample_weight,
                             first_epoch, config["epochs"], trim=trim)
     has_val = len(prepared["y_val"]) > 0
@@ -362,7 +358,7 @@ def _fit(model, config: dict, prepared: dict, partial: Path, state: dict | None)
                           trim=trim) if has_val else None
     early = keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss",
                                           patience=config["patience"], restore_best_weights=True)
-    saver = EpochCheckpoint(partial, config, early, state)
+    saver = epoch_checkpoint(partial, config, early, state)
     fit_kwargs = {}
     if not isinstance(train_ds, tuple):
         steps = steps_per_epoch(prepared["x_train"], config["batch_size"])  # the dataset holds all epochs
@@ -399,10 +395,9 @@ def write_run(out_dir: Path, partial: Path, model, config, model_config, prepare
     from kerasrnn.report import model_card
 
     tokenizer, labels, data = prepared["tokenizer"], prepared["labels"], prepared["dataset"]
-    tmp = partial
-    model.save(tmp / R.MODEL_FILE)
-    tokenizer.save_vocab(tmp / R.VOCAB_FILE)
-    write_text_atomic(tmp / R.LABELS_FILE, "\n".join(labels) + "\n")
+    model.save(partial / R.MODEL_FILE)
+    tokenizer.save_vocab(partial / R.VOCAB_FILE)
+    write_text_atomic(partial / R.LABELS_FILE, "\n".join(labels) + "\n")
     full_config = {
         **{k: v for k, v in config.items() if k != "output"},
         "data": data.source,
@@ -418,28 +413,27 @@ def write_run(out_dir: Path, partial: Path, model, config, model_config, prepare
                      "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")},
         "versions": versions(),
     }
-    write_json_atomic(tmp / R.CONFIG_FILE, full_config)
-    write_json_atomic(tmp / R.METRICS_FILE, report)
+    write_json_atomic(partial / R.CONFIG_FILE, full_config)
+    write_json_atomic(partial / R.METRICS_FILE, report)
     keys = [k for k in (history_rows[0] if history_rows else {}) if k != "epoch"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["epoch", *keys])
     for row in history_rows:
         writer.writerow([row["epoch"], *(f"{row[k]:.6f}" for k in keys)])
-    write_text_atomic(tmp / "history.csv", buf.getvalue())
-    write_text_atomic(tmp / R.SPLIT_FILE, "".join(
+    write_text_atomic(partial / "history.csv", buf.getvalue())
+    write_text_atomic(partial / R.SPLIT_FILE, "".join(
         json.dumps({"text": t, "label": labels[int(y)]}, ensure_ascii=False) + "\n"
         for t, y in zip(prepared["test_texts"], prepared["y_test"])))
-    import numpy as np
 
-    plot_history({k: [row[k] for row in history_rows] for k in keys}, tmp / "training_curves.png")
+    plot_history({k: [row[k] for row in history_rows] for k in keys}, partial / "training_curves.png")
     plot_confusion(np.array(report["confusion_matrix"]["rows_true_cols_predicted"]), labels,
-                   tmp / "confusion_matrix.png")
-    write_text_atomic(tmp / "README.md", model_card(out_dir, full_config, report))
-    checkpoint.clean(tmp)
+                   partial / "confusion_matrix.png")
+    write_text_atomic(partial / "README.md", model_card(out_dir, full_config, report))
+    checkpoint.clean(partial)
     if out_dir.exists():
         out_dir.rmdir()  # empty (checked before training)
-    os.replace(tmp, out_dir)
+    os.replace(partial, out_dir)
     if out_dir.parent.name == "runs" or config["output"] is None:
         write_text_atomic(out_dir.parent / R.LATEST, out_dir.name + "\n")
 

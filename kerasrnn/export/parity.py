@@ -103,6 +103,7 @@ def check(keras_model, tokenizer, labels: list[str], artifacts: list[tuple[str, 
           texts: list[str], text_labels: list[str] | None, batch1_limit: int | None = None,
           mediapipe: bool = True, log=print) -> list[Result]:
     """Compare each artifact with the Keras model on `texts` (+ edge cases)."""
+    from kerasrnn.fileio import path_size
     from kerasrnn.runtimes import MediaPipeRuntime, open_model
 
     n_text = len(texts)
@@ -118,8 +119,7 @@ def check(keras_model, tokenizer, labels: list[str], artifacts: list[tuple[str, 
     rows1 = np.r_[np.arange(take), np.arange(n_text, len(texts))]
     results = []
     for name, path, kind in artifacts:
-        size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) if Path(path).is_dir() \
-            else Path(path).stat().st_size
+        size = path_size(path)
         runtime = open_model(path, threads=1)
         if name.startswith("tflite"):
             routes = [("ids@batch1", lambda: runtime.predict_ids(ids), slice(None))]
