@@ -170,10 +170,13 @@ def bench_training(config, tokenizer, texts, labels_y, epochs: int, batch: int, 
     return out
 
 
-def _torch_reference(torch, x, y, config, epochs, batch) -> dict:
+def _torch_reference(torch, x, y, config, epochs, batch, device: str = "cpu") -> dict:
+    """PyTorch nn.RNN trained as our model is (same sizes, same pooling), padding skipped by packing."""
     nn = torch.nn
     torch.manual_seed(0)
-    torch.set_num_threads(1)  # TensorFlow runs on one thread here too (set once per process)
+    if device == "cpu":
+        torch.set_num_threads(1)  # TensorFlow runs on one thread here too (set once per process)
+    pooling = config.get("pooling", "last")
 
     class Ref(nn.Module):
         def __init__(self):
@@ -186,28 +189,40 @@ def _torch_reference(torch, x, y, config, epochs, batch) -> dict:
         def forward(self, ids, lengths):
             packed = nn.utils.rnn.pack_padded_sequence(self.emb(ids), lengths, batch_first=True,
                                                        enforce_sorted=False)
-            _, h = self.rnn(packed)  # h: last real step of each sequence, padding never seen
-            return self.out(h[-1])
+            seq, h = self.rnn(packed)  # h: last real step of each sequence, padding never seen
+            if pooling == "last":
+                return self.out(h[-1])
+            # max / mean over the real steps only, as the Keras model's masked pooling does
+            fill = float("-inf") if pooling == "max" else 0.0
+            steps, _ = nn.utils.rnn.pad_packed_sequence(seq, batch_first=True, padding_value=fill)
+            if pooling == "max":
+                return self.out(steps.max(dim=1).values)
+            return self.out(steps.sum(dim=1) / lengths.to(steps.device)[:, None])
 
-    model = Ref()
+    model = Ref().to(device)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     loss_fn = nn.CrossEntropyLoss()
-    xt, yt = torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
-    lengths = torch.from_numpy((x != 0).sum(1).clip(min=1).astype(np.int64))
+    xt = torch.from_numpy(x.astype(np.int64)).to(device)
+    yt = torch.from_numpy(y.astype(np.int64)).to(device)
+    lengths = torch.from_numpy((x != 0).sum(1).clip(min=1).astype(np.int64))  # packing wants them on the CPU
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     times = []
     for epoch in range(epochs):
         perm = torch.from_numpy(np.random.default_rng(epoch).permutation(len(x)))
+        sync()
         start = time.perf_counter()
         for i in range(0, len(x), batch):
             idx = perm[i:i + batch]
             opt.zero_grad()
-            loss = loss_fn(model(xt[idx], lengths[idx]), yt[idx])
+            loss = loss_fn(model(xt[idx.to(device)], lengths[idx]), yt[idx.to(device)])
             loss.backward()
             opt.step()
+        sync()
         times.append(time.perf_counter() - start)
     steady = times[1:] or times
     return {"torch_samples_per_s": float(len(x) / np.median(steady)), "torch_version": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "torch_epoch_seconds": [round(t, 3) for t in times]}
+            "torch_device": device, "torch_threads": torch.get_num_threads(),
+            "torch_epoch_seconds": [round(t, 3) for t in times]}
 
 
 def write_outputs(result: dict, out: Path) -> None:
@@ -304,7 +319,7 @@ def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, tr
 
 
 def gpu_training_bench(vocab: int, max_len: int, embed: int, units: int, batches: list[int], examples: int,
-                       epochs: int, log=print) -> dict:
+                       epochs: int, poolings: tuple[str, ...] = ("max",), log=print) -> dict:
     """Keras (whatever KERAS_BACKEND is, JAX on a GPU host) vs PyTorch nn.RNN with packed sequences,
     on the same synthetic ids (variable lengths, post-padded), same sizes, same device.
 
@@ -322,19 +337,23 @@ def gpu_training_bench(vocab: int, max_len: int, embed: int, units: int, batches
         x[i, 1:n] = rng.integers(3, vocab, n - 1)
     y = rng.integers(0, 2, examples).astype(np.int32)
     config = {"vocab_size": vocab, "num_classes": 2, "max_len": max_len, "embed_dim": embed, "units": units,
-              "num_layers": 1, "dropout": 0.0, "pooling": "last"}
+              "num_layers": 1, "dropout": 0.0}
     result = {"backend": keras.backend.backend(), "config": config, "examples": examples, "epochs": epochs,
               "device": _device_name(), "runs": []}
-    for batch in batches:
+    for pooling, batch in [(p, b) for p in poolings for b in batches]:
+        config["pooling"] = pooling
         model = build_model(**config)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
         timer = _epoch_timer()
         model.fit(x, y, batch_size=batch, epochs=epochs, callbacks=[timer], verbose=0)
-        row = {"batch_size": batch, "keras_samples_per_s": float(examples / np.median(timer.times[1:] or timer.times))}
+        row = {"batch_size": batch, "pooling": pooling,
+               "keras_samples_per_s": float(examples / np.median(timer.times[1:] or timer.times)),
+               "keras_epoch_seconds": [round(t, 3) for t in timer.times]}
         try:
             import torch
 
-            row.update(_torch_gpu_reference(torch, x, y, config, epochs, batch))
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            row.update(_torch_reference(torch, x, y, config, epochs, batch, device))
             row["ratio"] = row["keras_samples_per_s"] / row["torch_samples_per_s"]
         except ImportError:
             row["torch"] = "not installed"
@@ -350,34 +369,3 @@ def _device_name() -> str:
         return str(jax.devices()[0].device_kind)
     except Exception:  # noqa: BLE001 - best effort description only
         return platform.processor() or "cpu"
-
-
-def _torch_gpu_reference(torch, x, y, config, epochs, batch) -> dict:
-    nn = torch.nn
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(0)
-    emb = nn.Embedding(config["vocab_size"], config["embed_dim"], padding_idx=0).to(device)
-    rnn = nn.RNN(config["embed_dim"], config["units"], batch_first=True).to(device)
-    out = nn.Linear(config["units"], config["num_classes"]).to(device)
-    params = [*emb.parameters(), *rnn.parameters(), *out.parameters()]
-    opt = torch.optim.Adam(params, 1e-3)
-    xt = torch.from_numpy(x.astype(np.int64)).to(device)
-    yt = torch.from_numpy(y.astype(np.int64)).to(device)
-    lengths = torch.from_numpy((x != 0).sum(1).astype(np.int64))  # stays on the CPU, as packing wants
-    times = []
-    for epoch in range(epochs):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for i in range(0, len(x), batch):
-            packed = nn.utils.rnn.pack_padded_sequence(emb(xt[i:i + batch]), lengths[i:i + batch],
-                                                       batch_first=True, enforce_sorted=False)
-            _, h = rnn(packed)
-            loss = nn.functional.cross_entropy(out(h[-1]), yt[i:i + batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return {"torch_samples_per_s": float(len(x) / np.median(times[1:] or times)), "torch_device": device}
