@@ -40,6 +40,7 @@ def _synthetic(spec: str):
     from kerasrnn.data import load_dataset
     from kerasrnn.model import build_model
     from kerasrnn.tokenizer import Tokenizer, build_vocabulary
+    from kerasrnn.train import DEFAULTS
 
     vocab, max_len, embed, units = (int(v) for v in spec.split(","))
     data = load_dataset(None)
@@ -49,7 +50,7 @@ def _synthetic(spec: str):
     words += [f"unused_{i}" for i in range(vocab - 3 - len(words))]
     tokenizer = Tokenizer(words, max_len)
     config = {"vocab_size": tokenizer.vocab_size, "num_classes": 2, "max_len": max_len, "embed_dim": embed,
-              "units": units, "num_layers": 1, "dropout": 0.0, "pooling": "last"}
+              "units": units, "num_layers": 1, "dropout": 0.0, "pooling": DEFAULTS["pooling"]}
     import keras
 
     keras.utils.set_random_seed(0)
@@ -136,38 +137,91 @@ def _epoch_timer():
     return EpochTimer()
 
 
-def bench_training(config, tokenizer, texts, labels_y, epochs: int, batch: int, log) -> dict:
-    """Keras model.fit vs PyTorch nn.RNN (packed sequences) on the same ids, sizes and batches."""
+TRAINERS = {"Keras on JAX (kerasrnn.train default)": "jax", "Keras on TensorFlow": "tensorflow",
+            "PyTorch nn.RNN, packed (reference)": "torch"}
+
+
+def bench_training(config, x, y, epochs: int, batch: int, log) -> dict:
+    """Training samples/s of each trainer on the same ids, sizes, pooling, batches and epochs.
+
+    Each runs in its own process pinned to one core: the Keras backend is fixed at import, and
+    pinning gives every framework the same single core, worker threads included (tf.data, XLA).
+    """
+    import subprocess
+    import sys
+
+    out = {"examples": int(len(x)), "epochs": epochs, "batch_size": batch, "pooling": config["pooling"],
+           "mean_real_tokens": float((x != 0).sum(1).mean()), "trainers": {}}
+    repo = str(Path(__file__).resolve().parent.parent)
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "x.npy", x)
+        np.save(Path(tmp) / "y.npy", np.asarray(y, np.int32))
+        (Path(tmp) / "job.json").write_text(json.dumps({"config": config, "epochs": epochs, "batch": batch}))
+        for name, trainer in TRAINERS.items():
+            env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   "CUDA_VISIBLE_DEVICES": "-1", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2",
+                   "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+            if trainer != "torch":
+                env["KERAS_BACKEND"] = trainer
+            proc = subprocess.run([sys.executable, "-c", "import sys; from kerasrnn.bench import training_child; "
+                                   "training_child(sys.argv[1], sys.argv[2])", tmp, trainer],
+                                  env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                missing = "No module named 'torch'" in proc.stderr
+                row = {"error": "not installed (pip install torch==2.13.0)" if missing else proc.stderr.strip()[-500:]}
+                log(f"  {name}: {row['error'][:200]}")
+            else:
+                row = json.loads(proc.stdout.strip().splitlines()[-1])
+                log(f"  {name:40} {row['samples_per_s']:8.0f} samples/s (epochs {row['epoch_seconds']} s)")
+            out["trainers"][name] = row
+    rates = {k: v.get("samples_per_s") for k, v in out["trainers"].items()}
+    ref = rates["PyTorch nn.RNN, packed (reference)"]
+    if ref:
+        out["ratios"] = {f"{k} / PyTorch": v / ref for k, v in rates.items() if v and "PyTorch" not in k}
+    return out
+
+
+def training_child(folder: str, trainer: str) -> None:
+    """One trainer's measurement (run by bench_training in a fresh process); prints one JSON line."""
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cores[0]})
+    job = json.loads((Path(folder) / "job.json").read_text())
+    x, y = np.load(Path(folder) / "x.npy"), np.load(Path(folder) / "y.npy")
+    config, epochs, batch = job["config"], job["epochs"], job["batch"]
+    if trainer == "torch":
+        import torch
+
+        row = _torch_reference(torch, x, y, config, epochs, batch)
+        row = {"samples_per_s": row.pop("torch_samples_per_s"), "epoch_seconds": row.pop("torch_epoch_seconds"),
+               "version": row["torch_version"]}
+    else:
+        row = _keras_fit_rate(config, x, y, epochs, batch)
+    print(json.dumps({**row, "threads": "1 core (sched_setaffinity)"}))
+
+
+def _keras_fit_rate(config, x, y, epochs, batch) -> dict:
+    """model.fit as kerasrnn.train runs it on this backend (tf.data input; TensorFlow trims batches)."""
     import keras
 
     from kerasrnn.model import build_model
-    from kerasrnn.train import make_dataset, steps_per_epoch
+    from kerasrnn.train import _trim_batches, make_dataset, steps_per_epoch
 
-    x = tokenizer.encode(texts)
-    y = np.asarray(labels_y, np.int32)
-    out = {"examples": int(len(x)), "epochs": epochs, "batch_size": batch}
-    # As kerasrnn.train does under TensorFlow: variable-length model, batches cut to their longest text.
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    trim = _trim_batches()
     model = build_model(**{k: config[k] for k in ("vocab_size", "num_classes", "embed_dim", "units",
-                                                   "num_layers", "dropout", "pooling")}, max_len=None)
+                                                   "num_layers", "dropout", "pooling")},
+                        max_len=None if trim else x.shape[1])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     timer = _epoch_timer()
-    ds = make_dataset(x, y, batch, True, 0, None, 0, epochs, trim=True)
+    ds = make_dataset(x, y, batch, True, 0, None, 0, epochs, trim=trim)
     model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch(x, batch), callbacks=[timer], verbose=0)
-    times = timer.times
-    steady = times[1:] or times  # the first epoch includes tracing / compilation
-    out["keras_samples_per_s"] = float(len(x) / np.median(steady))
-    out["keras_epoch_seconds"] = [round(t, 3) for t in times]
-    log(f"  Keras model.fit: {out['keras_samples_per_s']:.0f} samples/s (epochs {out['keras_epoch_seconds']})")
-    try:
-        import torch
-    except ImportError:
-        out["torch"] = "not installed (pip install torch==2.13.0)"
-        log("  PyTorch: not installed, reference skipped")
-        return out
-    out.update(_torch_reference(torch, x, y, config, epochs, batch))
-    out["ratio_keras_over_torch"] = out["keras_samples_per_s"] / out["torch_samples_per_s"]
-    log(f"  PyTorch nn.RNN packed: {out['torch_samples_per_s']:.0f} samples/s; ratio {out['ratio_keras_over_torch']:.2f}x")
-    return out
+    steady = timer.times[1:] or timer.times  # the first epoch includes tracing / compilation
+    return {"samples_per_s": float(len(x) / np.median(steady)), "epoch_seconds": [round(t, 3) for t in timer.times],
+            "version": keras.__version__, "backend": keras.backend.backend(), "trimmed_batches": trim}
 
 
 def _torch_reference(torch, x, y, config, epochs, batch, device: str = "cpu") -> dict:
@@ -262,14 +316,21 @@ def to_markdown(result: dict) -> str:
         lines += [f"| {k} | {v:.2f}x |" for k, v in ratios.items()]
     t = result.get("training")
     if t:
-        lines += ["", f"Training ({t['examples']} SMS texts, batch {t['batch_size']}, {t['epochs']} epochs, "
-                      f"median of epochs after the first): Keras model.fit {t['keras_samples_per_s']:,.0f} samples/s"
-                  + (f"; PyTorch nn.RNN with packed sequences {t['torch_samples_per_s']:,.0f} samples/s "
-                     f"({t['ratio_keras_over_torch']:.2f}x)" if "torch_samples_per_s" in t else f"; PyTorch: {t.get('torch')}")]
+        lines += ["", f"Training: {t['examples']} SMS texts ({t['mean_real_tokens']:.1f} real tokens on average), "
+                      f"batch {t['batch_size']}, {t['pooling']} pooling, {t['epochs']} epochs, one core each; "
+                      "median of the epochs after the first.", "",
+                  "| trainer | samples/s | vs PyTorch |", "| --- | ---: | ---: |"]
+        for name, row in t["trainers"].items():
+            ratio = t.get("ratios", {}).get(f"{name} / PyTorch")
+            rate = f"{row['samples_per_s']:,.0f}" if "samples_per_s" in row else row.get("error", "?")[:60]
+            lines.append(f"| {name} | {rate} | {f'{ratio:.2f}x' if ratio else '-'} |")
     return "\n".join(lines) + "\n"
 
 
 def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, train: bool = True, log=print) -> dict:
+    from kerasrnn import backends
+
+    backends.use("tensorflow", "the inference benchmark")  # it exports, and exports run on TensorFlow
     import tensorflow as tf
 
     # One thread everywhere: inference latency per core, and training on equal terms with PyTorch
@@ -311,8 +372,8 @@ def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, tr
         data = load_dataset(None)
         n = 600 if quick else len(data.texts)
         y = [0 if lab == "ham" else 1 for lab in data.labels[:n]]
-        log("training (Keras model.fit vs PyTorch):")
-        result["training"] = bench_training(config | {"num_classes": 2}, tokenizer, data.texts[:n], y,
+        log("training (one core each):")
+        result["training"] = bench_training(config | {"num_classes": 2}, tokenizer.encode(data.texts[:n]), y,
                                             2 if quick else 3, 32, log)
     write_outputs(result, out)
     return result

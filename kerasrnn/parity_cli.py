@@ -22,6 +22,9 @@ def main(argv=None) -> int:
     p.add_argument("--verify-manifest", action="store_true",
                    help="only check that every file in manifest.json exists with its recorded sha256")
     args = p.parse_args(argv)
+    from kerasrnn import backends
+
+    backends.use("tensorflow", "check_parity")  # the Keras reference runs where the exports were made
     exports = Path(args.exports)
     from kerasrnn.export import parity
 

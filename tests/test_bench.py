@@ -18,7 +18,11 @@ def test_bench_quick_writes_every_format(tmp_path):
         assert row["batch1"]["median_us"] > 0 and row["batch64_samples_per_s"] > 0
     assert set(result["ratios"]) == {"ONNX batch 1: stock Loop / ours", "ONNX batch 64 throughput: ours / stock",
                                      "TFLite batch 1: unrolled / fused"}
-    assert result["training"]["keras_samples_per_s"] > 0
+    trainers = result["training"]["trainers"]
+    for name in ("Keras on JAX (kerasrnn.train default)", "Keras on TensorFlow"):
+        assert trainers[name]["samples_per_s"] > 0, trainers[name]
+    assert trainers["Keras on JAX (kerasrnn.train default)"]["backend"] == "jax"
+    assert trainers["Keras on TensorFlow"]["trimmed_batches"] is True
     assert (out / "bench.md").read_text().count("|") > 20
     assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -60,6 +60,9 @@ def export_run(run: str | Path, out: str | Path, formats: list[str], quantize: l
                onnx_impl: str = "rnn", tflite_impl: str = "fused", log=print) -> dict:
     """Export `run` in `formats` into `out`; returns the new manifest."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from kerasrnn import backends
+
+    backends.use("tensorflow", "export")  # converters trace Keras graphs as TensorFlow functions
     from kerasrnn.export import parity
     from kerasrnn.run import RunInfo
 
