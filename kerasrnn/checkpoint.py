@@ -22,7 +22,7 @@ BEST_WEIGHTS = "best.weights.h5"
 # Options that must match to resume: anything that changes the data split, vocabulary or model.
 RESUME_KEYS = ("data", "text_column", "label_column", "test_data", "val_split", "test_split", "vocab_size",
                "max_len", "embed_dim", "units", "num_layers", "dropout", "pooling", "batch_size",
-               "learning_rate", "class_weight", "seed", "split_seed", "epochs", "patience")
+               "learning_rate", "class_weight", "seed", "split_seed", "epochs", "patience", "backend")
 
 
 def partial_dir(out_dir: Path) -> Path:
@@ -49,10 +49,11 @@ def load_state(partial: Path, config: dict) -> dict | None:
     return state
 
 
-def epoch_checkpoint(partial: Path, config: dict, early_stopping, state: dict | None):
+def epoch_checkpoint(partial: Path, config: dict, early_stopping, state: dict | None, write: bool = True):
     """The callback that saves after each epoch and restores early-stopping state on resume (Keras
     resets it at train begin). Built on demand: this module is imported before the input is checked,
-    and a bad-input error should not wait for Keras and TensorFlow to load."""
+    and a bad-input error should not wait for Keras and TensorFlow to load.
+    `write=False` (multi-worker, not the chief): keep the history, write nothing."""
     import keras
 
     class EpochCheckpoint(keras.callbacks.Callback):
@@ -77,6 +78,8 @@ def epoch_checkpoint(partial: Path, config: dict, early_stopping, state: dict | 
             row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
             self.state["history"].append(row)
             self.state["epochs_done"] = epoch + 1
+            if not write:
+                return
             if es.best_epoch == epoch:  # this epoch is the best so far
                 _save_weights_atomic(self.model, self.partial / BEST_WEIGHTS)
             _save_weights_atomic(self.model, self.partial / LAST_WEIGHTS)

@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import sys
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -99,11 +100,28 @@ def _lines(text: str):
         start = end
 
 
-def _records(path: Path, text: str, delimiter: str):
+def decoded_lines(path: Path):
+    """The lines of a file (gzip too), decoded one at a time: for shards larger than memory."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise UserError(f"{path}:{number}:{exc.start + 1}: byte 0x{raw[exc.start]:02x} is not valid "
+                                    "UTF-8; re-save the file as UTF-8") from None
+                yield line.replace("\x00", " ")
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise UserError(f"{path}: not a valid gzip file ({exc}); re-compress it") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc}); check the path and permissions") from None
+
+
+def _records(path: Path, lines, delimiter: str):
     """(line number, fields) per record. Lines without a quote are split directly; the csv module
     parses the rest (quoted fields may span lines). The csv module holds each field in a
     4-byte-per-character buffer, which for one 100 MB line alone would cost 400 MB."""
-    lines = _lines(text)
     pushback: list[str] = []
     line_num = 0
 
@@ -136,9 +154,10 @@ def _records(path: Path, text: str, delimiter: str):
         yield line_num, row
 
 
-def _read_delimited(path: Path, text: str, delimiter: str, text_column: str, label_column: str):
+def read_delimited(path: Path, lines, delimiter: str, text_column: str, label_column: str):
+    """(line, text, label) per row of a CSV/TSV given as an iterator of lines."""
     csv.field_size_limit(sys.maxsize)
-    records = _records(path, text, delimiter)
+    records = _records(path, lines, delimiter)
     _, header = next(records, (0, None))
     if not header or not any(h.strip() for h in header):
         raise UserError(f"{path}: the file is empty; it needs a header line and rows")
@@ -150,7 +169,6 @@ def _read_delimited(path: Path, text: str, delimiter: str, text_column: str, lab
                 "(use --text-column / --label-column)"
             )
     ti, li = header.index(text_column), header.index(label_column)
-    rows = []
     for line_num, row in records:
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line
@@ -159,13 +177,12 @@ def _read_delimited(path: Path, text: str, delimiter: str, text_column: str, lab
                 f"{path}:{line_num}: {len(row)} fields where the header has {len(header)}; "
                 "quote fields that contain the delimiter"
             )
-        rows.append((line_num, row[ti], row[li]))
-    return rows
+        yield line_num, row[ti], row[li]
 
 
-def _read_jsonl(path: Path, text: str, text_column: str, label_column: str):
-    rows = []
-    for number, line in enumerate(text.split("\n"), start=1):
+def read_jsonl(path: Path, lines, text_column: str, label_column: str):
+    """(line, text, label) per line of a JSONL file given as an iterator of lines."""
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -183,8 +200,22 @@ def _read_jsonl(path: Path, text: str, text_column: str, label_column: str):
         value = obj[text_column]
         if not isinstance(value, str):
             raise UserError(f"{path}:{number}: {text_column!r} is not a string")
-        rows.append((number, value, obj[label_column]))
-    return rows
+        yield number, value, obj[label_column]
+
+
+def read_rows(path: Path, lines, text_column: str, label_column: str):
+    """(line, text, label) per row, by file type."""
+    fmt = _format_of(path)
+    if fmt == "jsonl":
+        return read_jsonl(path, lines, text_column, label_column)
+    return read_delimited(path, lines, "\t" if fmt == "tsv" else ",", text_column, label_column)
+
+
+def checked_label(label, where: str) -> str:
+    label = _label_to_str(label, where)
+    if not label:
+        raise UserError(f"{where}: empty label; fill it in or remove the row")
+    return label
 
 
 def _read_folder(path: Path):
@@ -208,20 +239,15 @@ def load_dataset(path: str | os.PathLike | None, text_column: str = "text", labe
     if path.is_dir():
         rows = _read_folder(path)
     else:
-        fmt = _format_of(path)
+        _format_of(path)  # an unknown type is refused before the file is read
         text = _decode(_read_bytes(path), str(path))
         if not text.strip():
             raise UserError(f"{path}: the file is empty; it needs a header line and rows")
-        if fmt == "jsonl":
-            rows = _read_jsonl(path, text, text_column, label_column)
-        else:
-            rows = _read_delimited(path, text, "\t" if fmt == "tsv" else ",", text_column, label_column)
+        rows = read_rows(path, _lines(text), text_column, label_column)
     texts, labels, lines, blank = [], [], [], 0
     for line, text, label in rows:
         where = line if isinstance(line, str) else f"{path}:{line}"
-        label = _label_to_str(label, where)
-        if not label:
-            raise UserError(f"{where}: empty label; fill it in or remove the row")
+        label = checked_label(label, where)
         if not text.strip():
             blank += 1
             continue

@@ -156,6 +156,12 @@ def build_vocabulary(texts: Iterable[str], vocab_size: int, delim_regex: str = D
     counts: Counter[str] = Counter()
     for text in texts:
         counts.update(t.lower() for t in itertools.islice(iter_tokens(split, text), max_tokens))
+    return vocabulary_from_counts(counts, vocab_size, min_count)
+
+
+def vocabulary_from_counts(counts: Counter, vocab_size: int, min_count: int = 1) -> list[str]:
+    """The `vocab_size - 3` most frequent lower-case words of `counts` (ties broken alphabetically)."""
+    counts = Counter(counts)
     for reserved in RESERVED:
         counts.pop(reserved.lower(), None)
     limit = max(vocab_size - len(RESERVED), 0)

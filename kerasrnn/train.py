@@ -44,8 +44,12 @@ DEFAULTS = {
     "seed": 0,
     "split_seed": None,         # None: the same as seed; set it to keep one split across model seeds
     "device": "auto",
-    "distribute": "none",
+    "backend": "auto",          # auto: KERAS_BACKEND if set, else jax when installed (3x faster fit on CPU)
+    "distribute": "none",       # mirrored: GPUs of one host; multiworker: several processes / hosts
     "replicas": 2,
+    "workers": None,            # multiworker: "host:port,host:port,..." (or TF_CONFIG)
+    "task_index": None,         # multiworker: this process's index in --workers (0 is the chief)
+    "stream": False,            # read --data a row at a time (implied by a glob such as 'shards/*.csv.gz')
     "output": None,             # None: runs/<timestamp>
     "resume": None,             # run folder of an interrupted run to continue
     "verbose": None,            # None: progress bar on a terminal, one line per epoch otherwise
@@ -78,8 +82,19 @@ def parse_args(argv=None) -> dict:
     p.add_argument("--seed", type=int, help="seeds initialisation, shuffling and (unless --split-seed) the split")
     p.add_argument("--split-seed", type=int, help="seed of the train/validation/test split only")
     p.add_argument("--device", choices=["auto", "cpu"], help="cpu hides every GPU")
-    p.add_argument("--distribute", choices=["none", "mirrored"])
+    p.add_argument("--backend", choices=["auto", "jax", "tensorflow", "torch"],
+                   help="Keras backend for training (default auto: KERAS_BACKEND if set, else jax when "
+                        "installed, else tensorflow); exports always run on tensorflow")
+    p.add_argument("--distribute", choices=["none", "mirrored", "multiworker"],
+                   help="mirrored: every GPU of this host; multiworker: MultiWorkerMirroredStrategy over "
+                        "TF_CONFIG or --workers/--task-index. --batch-size stays the global batch")
     p.add_argument("--replicas", type=int, help="logical CPU devices for --distribute mirrored without a GPU")
+    p.add_argument("--workers", help="multiworker: comma-separated host:port of every worker, in the same order "
+                                     "on each (builds TF_CONFIG)")
+    p.add_argument("--task-index", type=int, help="multiworker: this worker's position in --workers; 0 writes the run")
+    p.add_argument("--stream", action="store_true",
+                   help="read --data a row at a time instead of into memory (implied by a glob pattern); "
+                        "the split is then by a hash of each text")
     p.add_argument("--output", help="run folder to create (default runs/<timestamp>); "
                                     "an interrupted run with the same --output is resumed")
     p.add_argument("--resume", metavar="DIR", help="continue the interrupted run that was to write DIR")
@@ -125,10 +140,14 @@ def resolve_config(cli: dict) -> dict:
 
 def _prepare_device(config: dict) -> None:
     """Environment settings that must be in place before TensorFlow / JAX / torch start."""
+    from kerasrnn import backends
+
     if config["device"] == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    config["backend"] = backends.choose_training_backend(config["backend"], config["distribute"])
+    backends.use(config["backend"], "training")
 
 
 def new_output_dir(config: dict) -> Path:
@@ -158,6 +177,10 @@ def new_output_dir(config: dict) -> Path:
 
 def prepare_data(config: dict):
     """Load, split and encode. Returns a dict of arrays plus the tokenizer and labels."""
+    from kerasrnn.stream import is_glob
+
+    if config["stream"] or is_glob(config["data"]) or is_glob(config["test_data"]):
+        return prepare_stream(config)
 
     from kerasrnn.data import encode_labels, label_order, load_dataset, stratified_split
     from kerasrnn.errors import UserError
@@ -189,9 +212,32 @@ def prepare_data(config: dict):
         "x_train": tokenizer.encode(train_texts), "y_train": y[train_idx],
         "x_val": tokenizer.encode(texts[val_idx]), "y_val": y[val_idx],
         "x_test": tokenizer.encode(x_test_text), "y_test": np.asarray(y_test),
-        "test_texts": x_test_text, "tokenizer": tokenizer, "labels": labels, "dataset": data,
+        "test_texts": x_test_text, "tokenizer": tokenizer, "labels": labels,
+        "summary": {"source": data.source, "rows_used": len(data.texts), "blank_texts_skipped": data.skipped_blank,
+                    "train": len(train_idx), "validation": len(val_idx), "test": len(y_test)},
     }
     return out
+
+
+def prepare_stream(config: dict) -> dict:
+    """The streaming counterpart of prepare_data: one pass for labels, split sizes and vocabulary;
+    the texts stay on disk (see kerasrnn.stream)."""
+    from kerasrnn.errors import UserError
+    from kerasrnn.stream import Corpus, shard_files
+    from kerasrnn.tokenizer import Tokenizer
+
+    corpus = Corpus(shard_files(config["data"]), shard_files(config["test_data"]) if config["test_data"] else None,
+                    config["text_column"], config["label_column"], config["val_split"], config["test_split"])
+    scan = corpus.scan(config["vocab_size"], config["max_len"], count_cap=max(200_000, 20 * config["vocab_size"]))
+    if corpus.sizes["test"] == 0:
+        raise UserError(f"{corpus.source}: no text fell in the test split; add data, raise --test-split "
+                        "or pass --test-data")
+    tokenizer, sizes = Tokenizer(scan["words"], scan["max_len"]), corpus.sizes
+    if scan["words_pruned"]:
+        print(f"vocabulary: {scan['words_pruned']} rare words dropped while counting (bounded memory)")
+    return {"stream": corpus, "tokenizer": tokenizer, "labels": scan["labels"], "label_counts": scan["label_counts"],
+            "summary": {"source": corpus.source, "rows_used": sum(sizes.values()),
+                        "blank_texts_skipped": corpus.skipped_blank, **sizes, "streamed": corpus.describe()}}
 
 
 def steps_per_epoch(x, batch_size: int) -> int:
@@ -233,28 +279,22 @@ def make_dataset(x, y, batch_size: int, shuffle: bool, seed: int, sample_weight=
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _strategy(config: dict):
-    import keras
+def stream_dataset(batches_of_epoch, epochs: range, width: int | None, weighted: bool):
+    """Batches from a generator, epoch after epoch: tf.data when TensorFlow is installed (what
+    tf.distribute shards), the plain generator otherwise (Keras takes one under JAX and torch)."""
 
-    if config["distribute"] == "none":
-        return None
-    from kerasrnn.errors import UserError
+    def generate():
+        for epoch in epochs:
+            yield from batches_of_epoch(epoch)
 
-    if keras.backend.backend() != "tensorflow":
-        raise UserError("--distribute mirrored needs KERAS_BACKEND=tensorflow")
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        return tf.distribute.MirroredStrategy()
-    cpus = tf.config.list_physical_devices("CPU")
     try:
-        tf.config.set_logical_device_configuration(
-            cpus[0], [tf.config.LogicalDeviceConfiguration()] * config["replicas"])
-    except RuntimeError:
-        pass  # already initialised (e.g. a second run in one process): use what exists
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(devices=devices)
+        import tensorflow as tf
+    except ImportError:
+        return generate()
+    spec = [tf.TensorSpec((None, width), tf.int32), tf.TensorSpec((None,), tf.int32)]
+    if weighted:
+        spec.append(tf.TensorSpec((None,), tf.float32))
+    return tf.data.Dataset.from_generator(generate, output_signature=tuple(spec)).prefetch(2)
 
 
 def versions() -> dict:
@@ -271,11 +311,21 @@ def versions() -> dict:
 def train(config: dict) -> Path:
     """Run one training job as configured (resuming an interrupted one); return the run folder."""
     from kerasrnn import checkpoint
+    from kerasrnn.errors import UserError
 
     _prepare_device(config)
+    from kerasrnn import distribute
+
+    tf_config = distribute.tf_config_for(config) if config["distribute"] == "multiworker" else None
+    chief = distribute.is_chief(tf_config)
+    if tf_config and not config["output"] and not config.get("resume"):
+        raise UserError("--distribute multiworker needs --output: every worker must name the same run folder")
     out_dir = new_output_dir(config)
     partial = checkpoint.partial_dir(out_dir)
     state = checkpoint.load_state(partial, config)
+    if tf_config and state:
+        raise UserError(f"{out_dir}: a multi-worker run cannot be resumed (other hosts cannot see the checkpoint "
+                        f"in {partial}); choose another --output")
     prepared = prepare_data(config)  # all input checks happen here, before anything is written
 
     import keras
@@ -294,7 +344,7 @@ def train(config: dict) -> Path:
         "dropout": config["dropout"], "pooling": config["pooling"],
     }
     trim = _trim_batches()
-    strategy = _strategy(config)
+    strategy = distribute.strategy_for(config)
     if strategy is not None:
         print(f"distribute: {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}")
     with strategy.scope() if strategy else _nullcontext():
@@ -304,7 +354,8 @@ def train(config: dict) -> Path:
         model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
-    partial.mkdir(parents=True, exist_ok=True)
+    if chief:
+        partial.mkdir(parents=True, exist_ok=True)
     if state:
         print(f"resuming {out_dir} after epoch {state['epochs_done']} (checkpoint in {partial})")
         checkpoint.restore(model, partial, state)
@@ -316,20 +367,40 @@ def train(config: dict) -> Path:
         model.load_weights(partial / checkpoint.BEST_WEIGHTS)  # as EarlyStopping would have restored
         state_after = state
     else:
-        state_after = _fit(model, config, prepared, partial, state, trim)
+        state_after = _fit(model, config, prepared, partial, state, trim, chief)
     train_seconds = time.perf_counter() - started  # this invocation's training (a resumed run: since resuming)
+    if not chief:
+        print(f"worker {tf_config['task']['index']}: training done; the chief writes {out_dir}")
+        return None
 
     from kerasrnn.metrics import classification_report
 
-    if trim:
+    if trim or strategy is not None:  # a fixed-length model outside any distribution strategy
         from kerasrnn.model import rebuild
 
         model = rebuild(model, model_config)
-    probs = model.predict(prepared["x_test"], batch_size=256, verbose=0)
-    report = classification_report(prepared["y_test"], probs.argmax(axis=1), labels)
+    y_true, y_pred = _predict_test(model, prepared, partial)
+    report = classification_report(y_true, y_pred, labels)
     write_run(out_dir, partial, model, config, model_config, prepared, report, state_after["history"],
               train_seconds)
     return out_dir
+
+
+def _predict_test(model, prepared: dict, partial: Path):
+    """Test labels and predictions; a streamed test split is written to the run as it is read."""
+    if "stream" not in prepared:
+        return prepared["y_test"], model.predict(prepared["x_test"], batch_size=256, verbose=0).argmax(axis=1)
+    from kerasrnn import run as R
+    from kerasrnn.stream import write_test_split
+
+    corpus, labels = prepared["stream"], prepared["labels"]
+    write_test_split(partial / R.SPLIT_FILE, ((text, label) for _, text, label in corpus.rows("test")))
+    index = {lab: i for i, lab in enumerate(labels)}
+    y_true, y_pred = [], []
+    for ids, y in corpus.batches("test", prepared["tokenizer"], index, 1024):
+        y_true.append(y)
+        y_pred.append(model.predict(ids, batch_size=256, verbose=0).argmax(axis=1))
+    return np.concatenate(y_true), np.concatenate(y_pred)
 
 
 def _trim_batches() -> bool:
@@ -339,40 +410,68 @@ def _trim_batches() -> bool:
     return keras.backend.backend() == "tensorflow"
 
 
-def _fit(model, config: dict, prepared: dict, partial: Path, state: dict | None, trim: bool) -> dict:
+def _fit(model, config: dict, prepared: dict, partial: Path, state: dict | None, trim: bool,
+         chief: bool = True) -> dict:
     import keras
 
     from kerasrnn.checkpoint import epoch_checkpoint
 
-    labels, y_train = prepared["labels"], prepared["y_train"]
-    sample_weight = None
-    if config["class_weight"] == "balanced":
-        counts = np.bincount(y_train, minlength=len(labels)).astype(float)
-        weights = np.where(counts > 0, len(y_train) / (len(labels) * np.maximum(counts, 1)), 0.0)
-        sample_weight = weights[y_train].astype("float32")
+    labels, batch = prepared["labels"], config["batch_size"]
     seed, first_epoch = config["seed"], (state["epochs_done"] if state else 0)
-    train_ds = make_dataset(prepared["x_train"], y_train, config["batch_size"], True, seed, sample_weight,
-                            first_epoch, config["epochs"], trim=trim)
-    has_val = len(prepared["y_val"]) > 0
-    val_ds = make_dataset(prepared["x_val"], prepared["y_val"], config["batch_size"], False, seed,
-                          trim=trim) if has_val else None
+    epochs = range(first_epoch, max(config["epochs"], first_epoch + 1))
+    streamed = "stream" in prepared
+    y_train = None if streamed else prepared["y_train"]
+    class_weights = None
+    if config["class_weight"] == "balanced":
+        if streamed:
+            counts = np.array([prepared["label_counts"].get(lab, 0) for lab in labels], float)
+        else:
+            counts = np.bincount(y_train, minlength=len(labels)).astype(float)
+        total = counts.sum()
+        class_weights = np.where(counts > 0, total / (len(labels) * np.maximum(counts, 1)), 0.0).astype("float32")
+    n_train, n_val = prepared["summary"]["train"], prepared["summary"]["validation"]
+    has_val = n_val > 0
+    fit = {}
+    if streamed:
+        corpus, tokenizer = prepared["stream"], prepared["tokenizer"]
+        index = {lab: i for i, lab in enumerate(labels)}
+        width = None if trim else tokenizer.max_len
+        train_ds = stream_dataset(lambda e: corpus.batches("train", tokenizer, index, batch, seed * 100_003 + e,
+                                                           trim, class_weights), epochs, width, class_weights is not None)
+        fit = dict(x=train_ds, steps_per_epoch=-(-n_train // batch))
+        if has_val:
+            fit["validation_data"] = stream_dataset(
+                lambda e: corpus.batches("validation", tokenizer, index, batch, None, trim),
+                range(len(epochs)), width, False)
+            fit["validation_steps"] = -(-n_val // batch)
+    else:
+        sample_weight = None if class_weights is None else class_weights[y_train]
+        train_ds = make_dataset(prepared["x_train"], y_train, batch, True, seed, sample_weight,
+                                first_epoch, config["epochs"], trim=trim)
+        val_ds = make_dataset(prepared["x_val"], prepared["y_val"], batch, False, seed,
+                              trim=trim) if has_val else None
+        if not isinstance(train_ds, tuple):
+            fit = dict(x=train_ds, validation_data=val_ds, steps_per_epoch=-(-n_train // batch))
+        else:  # arrays: let Keras batch and shuffle
+            fit = dict(x=train_ds[0], y=train_ds[1], batch_size=batch, shuffle=True, validation_data=val_ds)
+            if sample_weight is not None:
+                fit["sample_weight"] = sample_weight
+    if config["distribute"] != "none":
+        from kerasrnn.distribute import prepare_model, shard_by_data
+
+        prepare_model(model, None if trim else prepared["tokenizer"].max_len, class_weights is not None)
+    if config["distribute"] == "multiworker":
+        fit["x"] = shard_by_data(fit["x"])
+        if fit.get("validation_data") is not None:
+            fit["validation_data"] = shard_by_data(fit["validation_data"])
     early = keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss",
                                           patience=config["patience"], restore_best_weights=True)
-    saver = epoch_checkpoint(partial, config, early, state)
-    fit_kwargs = {}
-    if not isinstance(train_ds, tuple):
-        steps = steps_per_epoch(prepared["x_train"], config["batch_size"])  # the dataset holds all epochs
-        fit = dict(x=train_ds, validation_data=val_ds, steps_per_epoch=steps)
-    else:  # arrays: let Keras batch and shuffle
-        fit = dict(x=train_ds[0], y=train_ds[1], batch_size=config["batch_size"], shuffle=True,
-                   validation_data=val_ds)
-        if sample_weight is not None:
-            fit_kwargs["sample_weight"] = sample_weight
+    saver = epoch_checkpoint(partial, config, early, state, write=chief)
     verbose = config["verbose"] if config["verbose"] is not None else (1 if sys.stdout.isatty() else 2)
     with warnings.catch_warnings():
         # Keras warns that fit's default shuffle=True is ignored for a tf.data input: ours is shuffled.
         warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-        model.fit(**fit, **fit_kwargs, epochs=config["epochs"], initial_epoch=saver.state["epochs_done"],
+        model.fit(**fit, epochs=config["epochs"], initial_epoch=saver.state["epochs_done"],
                   callbacks=[early, saver], verbose=verbose)
     return saver.state
 
@@ -394,21 +493,17 @@ def write_run(out_dir: Path, partial: Path, model, config, model_config, prepare
     from kerasrnn.plots import plot_confusion, plot_history
     from kerasrnn.report import model_card
 
-    tokenizer, labels, data = prepared["tokenizer"], prepared["labels"], prepared["dataset"]
+    tokenizer, labels, summary = prepared["tokenizer"], prepared["labels"], prepared["summary"]
     model.save(partial / R.MODEL_FILE)
     tokenizer.save_vocab(partial / R.VOCAB_FILE)
     write_text_atomic(partial / R.LABELS_FILE, "\n".join(labels) + "\n")
     full_config = {
         **{k: v for k, v in config.items() if k != "output"},
-        "data": data.source,
+        "data": summary["source"],
         **model_config,
         "labels": labels,
         "tokenizer": tokenizer.spec(),
-        "data_summary": {
-            "rows_used": len(data.texts), "blank_texts_skipped": data.skipped_blank,
-            "train": int(len(prepared["y_train"])), "validation": int(len(prepared["y_val"])),
-            "test": int(len(prepared["y_test"])),
-        },
+        "data_summary": {k: v for k, v in summary.items() if k != "source"},
         "training": {"epochs_run": len(history_rows), "seconds": round(train_seconds, 2),
                      "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")},
         "versions": versions(),
@@ -422,9 +517,10 @@ def write_run(out_dir: Path, partial: Path, model, config, model_config, prepare
     for row in history_rows:
         writer.writerow([row["epoch"], *(f"{row[k]:.6f}" for k in keys)])
     write_text_atomic(partial / "history.csv", buf.getvalue())
-    write_text_atomic(partial / R.SPLIT_FILE, "".join(
-        json.dumps({"text": t, "label": labels[int(y)]}, ensure_ascii=False) + "\n"
-        for t, y in zip(prepared["test_texts"], prepared["y_test"])))
+    if "test_texts" in prepared:  # a streamed test split was written while it was predicted
+        write_text_atomic(partial / R.SPLIT_FILE, "".join(
+            json.dumps({"text": t, "label": labels[int(y)]}, ensure_ascii=False) + "\n"
+            for t, y in zip(prepared["test_texts"], prepared["y_test"])))
 
     plot_history({k: [row[k] for row in history_rows] for k in keys}, partial / "training_curves.png")
     plot_confusion(np.array(report["confusion_matrix"]["rows_true_cols_predicted"]), labels,
@@ -441,6 +537,8 @@ def write_run(out_dir: Path, partial: Path, model, config, model_config, prepare
 def main(argv=None) -> int:
     config = parse_args(argv)
     out_dir = train(config)
+    if out_dir is None:  # a multi-worker run's non-chief worker
+        return 0
     from kerasrnn.run import METRICS_FILE, read_json
 
     metrics = read_json(out_dir / METRICS_FILE)

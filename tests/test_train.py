@@ -18,7 +18,8 @@ def test_run_folder_has_every_file(tiny_run):
     for key in ("embed_dim", "units", "vocab_size", "max_len", "labels", "tokenizer", "versions", "seed"):
         assert key in config
     assert config["tokenizer"]["max_len"] == 24 and config["labels"] == ["ham", "spam"]
-    assert config["versions"]["backend"] == "tensorflow"
+    # auto: JAX is installed with the package and this machine has no GPU
+    assert config["backend"] == config["versions"]["backend"] == "jax"
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     cm = np.array(metrics["confusion_matrix"]["rows_true_cols_predicted"])
     assert cm.sum() == metrics["num_examples"] == config["data_summary"]["test"]
@@ -76,6 +77,31 @@ def test_jax_training_reloads_under_tensorflow(tmp_path, tiny_csv):
     texts, _ = info.test_split()
     tf_probs = info.load_model().predict(info.tokenizer.encode(texts[:64]), verbose=0)
     assert np.abs(tf_probs - jax_probs).max() <= 1e-5
+
+
+def test_tensorflow_backend_trains_on_trimmed_batches(tmp_path, tiny_csv):
+    # The tensorflow path differs from JAX's: variable-length model, batches cut to their longest text.
+    out = tmp_path / "tfrun"
+    proc = run_cli(["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(out), *TINY,
+                    "--backend", "tensorflow"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["backend"] == config["versions"]["backend"] == "tensorflow"
+    from kerasrnn.run import RunInfo
+
+    model = RunInfo.load(out).load_model()
+    assert tuple(model.inputs[0].shape) == (None, config["max_len"])
+    assert json.loads((out / "metrics.json").read_text())["accuracy"] > 0.5
+
+
+def test_backend_choice_errors(tmp_path, tiny_csv):
+    proc = run_cli(["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(tmp_path / "x"),
+                    "--backend", "jax", "--distribute", "mirrored"])
+    assert proc.returncode == 2 and "--backend tensorflow" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli(["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(tmp_path / "y")],
+                   env={"KERAS_BACKEND": "mxnet"})
+    assert proc.returncode == 2 and "'mxnet'" in proc.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_csv):
