@@ -155,7 +155,7 @@ class Corpus:
                 "words": words, "words_pruned": counter.pruned}
 
     def batches(self, split: str, tokenizer: Tokenizer, label_index: dict, batch_size: int,
-                seed: int | None = None, trim: bool = False, weights: np.ndarray | None = None):
+                seed: int | None = None, lengths: list[int] | None = None, weights: np.ndarray | None = None):
         """(ids, labels[, weights]) batches of one pass over a split; shuffled through a buffer if seeded."""
         rows = ((where, text, label) for where, text, label in self.rows(split))
         if seed is not None:
@@ -166,8 +166,8 @@ class Corpus:
                 return
             ids = tokenizer.encode(text for _, text, _ in chunk)
             y = np.array([_label_id(label_index, label, where) for where, _, label in chunk], np.int32)
-            if trim:
-                ids = ids[:, : max(1, int((ids != 0).sum(1).max()))]
+            if lengths:  # cut to the texts' length (kerasrnn.train.trim_lengths)
+                ids = ids[:, : next((n for n in lengths if n >= int((ids != 0).sum(1).max())), lengths[-1])]
             yield (ids, y) if weights is None else (ids, y, weights[y].astype(np.float32))
 
     def describe(self) -> dict:

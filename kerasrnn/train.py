@@ -244,15 +244,27 @@ def steps_per_epoch(x, batch_size: int) -> int:
     return -(-len(x) // batch_size)
 
 
+def trim_lengths(width: int, trim: str | None) -> list[int]:
+    """The lengths a batch may be cut to, shortest first: every length ("exact": TensorFlow runs any
+    shape at no cost), or a few buckets ("buckets": JAX compiles once per shape, ~3 s on one core,
+    so only 32, 64, 128 up to width/2, then width; below width 64 the cut did not pay: measured on
+    SMS, one core, 4,295 samples/s uncut vs 3,678 in buckets at width 35, 1,578 vs 2,288 at 200)."""
+    if trim == "exact":
+        return list(range(1, width + 1))
+    if trim == "buckets":
+        return [b for b in (32, 64, 128) if b <= width // 2] + [width]
+    return [width]
+
+
 def make_dataset(x, y, batch_size: int, shuffle: bool, seed: int, sample_weight=None,
-                 first_epoch: int = 0, epochs: int = 1, trim: bool = False):
+                 first_epoch: int = 0, epochs: int = 1, trim: str | None = None):
     """tf.data pipeline when TensorFlow is installed; plain arrays otherwise (JAX/torch-only hosts).
 
     Training data is shuffled with a seed derived from (seed, epoch), not from a running random
     stream, so a run resumed at epoch k sees exactly the batches the uninterrupted run would have.
-    With `trim`, each batch is cut to its longest text: the RNN then runs over the tokens the batch
-    has instead of max_len steps of padding (ids are post-padded and masked, so the cut changes
-    nothing but the time taken). Batches are not grouped by length: on real data length goes with
+    With `trim`, each batch is cut to its longest text (or the next bucket, see trim_lengths): the
+    RNN then runs over the tokens the batch has instead of max_len steps of padding (ids are
+    post-padded and masked, so the cut changes nothing but the time taken). Batches are not grouped by length: on real data length goes with
     the label (spam is long), and length-sorted batches of one class made training unstable.
     """
     parts = (x, y) if sample_weight is None else (x, y, sample_weight)
@@ -261,14 +273,16 @@ def make_dataset(x, y, batch_size: int, shuffle: bool, seed: int, sample_weight=
     except ImportError:
         return parts
     base = tf.data.Dataset.from_tensor_slices(parts)
+    lengths = tf.constant(trim_lengths(x.shape[1], trim), tf.int32)
 
     def cut(batch_x, *rest):
         longest = tf.reduce_max(tf.reduce_sum(tf.cast(batch_x != 0, tf.int32), axis=1))
-        return (batch_x[:, : tf.maximum(longest, 1)], *rest)
+        at = tf.minimum(tf.searchsorted(lengths, tf.reshape(longest, [1]))[0], tf.size(lengths) - 1)
+        return (batch_x[:, : lengths[at]], *rest)
 
     def batched(ds):
         ds = ds.batch(batch_size)
-        return ds.map(cut) if trim else ds
+        return ds.map(cut) if len(trim_lengths(x.shape[1], trim)) > 1 else ds
 
     if not shuffle:
         return batched(base).prefetch(tf.data.AUTOTUNE)
@@ -403,11 +417,11 @@ def _predict_test(model, prepared: dict, partial: Path):
     return np.concatenate(y_true), np.concatenate(y_pred)
 
 
-def _trim_batches() -> bool:
-    """Variable-length batches pay off under TensorFlow; JAX would recompile for every length."""
+def _trim_batches() -> str:
+    """How batches are cut to their texts' length (see trim_lengths) on this backend."""
     import keras
 
-    return keras.backend.backend() == "tensorflow"
+    return {"tensorflow": "exact", "jax": "buckets"}.get(keras.backend.backend(), "exact")
 
 
 def _fit(model, config: dict, prepared: dict, partial: Path, state: dict | None, trim: bool,
@@ -436,12 +450,13 @@ def _fit(model, config: dict, prepared: dict, partial: Path, state: dict | None,
         corpus, tokenizer = prepared["stream"], prepared["tokenizer"]
         index = {lab: i for i, lab in enumerate(labels)}
         width = None if trim else tokenizer.max_len
+        lengths = trim_lengths(tokenizer.max_len, trim)
         train_ds = stream_dataset(lambda e: corpus.batches("train", tokenizer, index, batch, seed * 100_003 + e,
-                                                           trim, class_weights), epochs, width, class_weights is not None)
+                                                           lengths, class_weights), epochs, width, class_weights is not None)
         fit = dict(x=train_ds, steps_per_epoch=-(-n_train // batch))
         if has_val:
             fit["validation_data"] = stream_dataset(
-                lambda e: corpus.batches("validation", tokenizer, index, batch, None, trim),
+                lambda e: corpus.batches("validation", tokenizer, index, batch, None, lengths),
                 range(len(epochs)), width, False)
             fit["validation_steps"] = -(-n_val // batch)
     else:

@@ -124,3 +124,21 @@ def test_predict_cli_text_and_json(tiny_run):
         assert r["probability"] == max(r["probabilities"].values())
     proc = run_cli(["-m", "kerasrnn.predict", "--run", str(tiny_run / "nope"), "x"])
     assert proc.returncode == 2 and proc.stderr.startswith("error:")
+
+
+def test_batches_are_cut_to_their_longest_text_or_its_bucket():
+    from kerasrnn.train import make_dataset, trim_lengths
+
+    assert trim_lengths(35, "buckets") == [35] and trim_lengths(200, "buckets") == [32, 64, 200]
+    rng = np.random.default_rng(0)
+    x = np.zeros((200, 200), np.int32)
+    for i, n in enumerate(rng.integers(1, 120, 200)):
+        x[i, :n] = rng.integers(3, 50, n)
+    y = np.arange(200, dtype=np.int32)
+    for mode, allowed in (("exact", set(range(1, 201))), ("buckets", {32, 64, 200})):
+        for bx, by in make_dataset(x, y, 16, False, 0, trim=mode):
+            bx, by = bx.numpy(), by.numpy()
+            longest = int((x[by] != 0).sum(1).max())
+            width = bx.shape[1]
+            assert width in allowed and width >= longest and (mode == "buckets" or width == longest)
+            assert np.array_equal(bx, x[by][:, :width]) and not x[by][:, width:].any()
