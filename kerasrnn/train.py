@@ -424,7 +424,7 @@ def _trim_batches() -> str:
     return {"tensorflow": "exact", "jax": "buckets"}.get(keras.backend.backend(), "exact")
 
 
-def _fit(model, config: dict, prepared: dict, partial: Path, state: dict | None, trim: bool,
+def _fit(model, config: dict, prepared: dict, partial: Path, state: dict | None, trim: str | None,
          chief: bool = True) -> dict:
     import keras
 
