@@ -131,6 +131,8 @@ def resolve_config(cli: dict) -> dict:
          "--embed-dim, --units, --num-layers, --epochs and --batch-size must be positive"),
         (0 <= config["dropout"] < 1, "--dropout must be in [0, 1)"),
         (config["learning_rate"] > 0, "--learning-rate must be positive"),
+        ((config["workers"] is None and config["task_index"] is None) or config["distribute"] == "multiworker",
+         "--workers and --task-index go with --distribute multiworker"),
     ]
     for ok, message in checks:
         if not ok:

@@ -100,6 +100,8 @@ def test_multiworker_option_errors(tmp_path, tiny_csv):
         ([*base, "--workers", "127.0.0.1:1", "--task-index", "0"], "needs --output"),
         ([*base, "--output", str(tmp_path / "d"), "--workers", "127.0.0.1:1", "--task-index", "0",
           "--backend", "jax"], "--backend tensorflow"),
+        (["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(tmp_path / "e"), "--task-index", "1"],
+         "go with --distribute multiworker"),
     ]
     for args, message in cases:
         proc = run_cli(args, env={"TF_CONFIG": ""})
