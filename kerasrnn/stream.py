@@ -166,7 +166,8 @@ class Corpus:
                 return
             ids = tokenizer.encode(text for _, text, _ in chunk)
             y = np.array([_label_id(label_index, label, where) for where, _, label in chunk], np.int32)
-            if lengths:  # cut to the texts' length (kerasrnn.train.trim_lengths)
+            if lengths and len(chunk) == batch_size:  # cut to the texts' length (kerasrnn.train.trim_lengths);
+                # a short last batch keeps max_len, so that it adds one shape, not one per bucket
                 ids = ids[:, : next((n for n in lengths if n >= int((ids != 0).sum(1).max())), lengths[-1])]
             yield (ids, y) if weights is None else (ids, y, weights[y].astype(np.float32))
 

@@ -277,9 +277,13 @@ def make_dataset(x, y, batch_size: int, shuffle: bool, seed: int, sample_weight=
     base = tf.data.Dataset.from_tensor_slices(parts)
     lengths = tf.constant(trim_lengths(x.shape[1], trim), tf.int32)
 
+    keep_last_full = trim == "buckets"
+
     def cut(batch_x, *rest):
         longest = tf.reduce_max(tf.reduce_sum(tf.cast(batch_x != 0, tf.int32), axis=1))
         at = tf.minimum(tf.searchsorted(lengths, tf.reshape(longest, [1]))[0], tf.size(lengths) - 1)
+        if keep_last_full:  # the short last batch of an epoch keeps max_len: one shape, one compilation
+            at = tf.where(tf.shape(batch_x)[0] < batch_size, tf.size(lengths) - 1, at)
         return (batch_x[:, : lengths[at]], *rest)
 
     def batched(ds):

@@ -141,4 +141,6 @@ def test_batches_are_cut_to_their_longest_text_or_its_bucket():
             longest = int((x[by] != 0).sum(1).max())
             width = bx.shape[1]
             assert width in allowed and width >= longest and (mode == "buckets" or width == longest)
+            if mode == "buckets" and len(by) < 16:  # the short last batch keeps the full length
+                assert width == 200
             assert np.array_equal(bx, x[by][:, :width]) and not x[by][:, width:].any()
