@@ -81,38 +81,46 @@ def _export_all(model, config, tokenizer, labels, texts, folder: Path, log) -> d
     return files
 
 
+ROUNDS = 5  # the calls of every format are spread over rounds, formats interleaved, so that a slow
+# spell of a shared machine hits them all alike rather than whichever format ran through it
+
+
 def bench_inference(model, files: dict[str, Path], ids: np.ndarray, reps1: int, reps64: int, log) -> list[dict]:
     import tensorflow as tf
 
     from kerasrnn.fileio import path_size
     from kerasrnn.runtimes import open_model
 
-    rows = []
     keras_fn = tf.function(lambda x: model(x, training=False))
-    candidates = [("Keras (tf.function)", None)] + list(files.items())
-    for name, path in candidates:
+    calls, rss = {}, {}
+    for name, path in [("Keras (tf.function)", None)] + list(files.items()):
         before = _rss_mb()
         if path is None:
-            call = lambda x: keras_fn(tf.constant(x)).numpy()  # noqa: E731
+            calls[name] = lambda x: keras_fn(tf.constant(x)).numpy()  # noqa: E731
         else:
-            runtime = open_model(path, threads=1)
-            call = runtime.predict_ids
+            calls[name] = open_model(path, threads=1).predict_ids
         for row in ids[:50]:
-            call(row[None])  # warm-up: first calls allocate, trace and fill caches
-        t1 = []
-        for k in range(reps1):
-            x = ids[k % len(ids)][None]
-            start = time.perf_counter()
-            call(x)
-            t1.append(time.perf_counter() - start)
-        t64 = []
-        for k in range(reps64):
-            x = np.take(ids, np.arange(k * 64, k * 64 + 64) % len(ids), axis=0)
-            start = time.perf_counter()
-            call(x)
-            t64.append(time.perf_counter() - start)
-        row = {"format": name, "batch1": _stats(t1), "batch64_samples_per_s": float(64 / np.median(t64)),
-               "size_bytes": path_size(path) if path is not None else None, "rss_added_mb": round(_rss_mb() - before, 1)}
+            calls[name](row[None])  # warm-up: first calls allocate, trace and fill caches
+        rss[name] = round(_rss_mb() - before, 1)
+    t1 = {name: [] for name in calls}
+    t64 = {name: [] for name in calls}
+    for r in range(ROUNDS):
+        for name, call in calls.items():
+            for k in range(r * reps1 // ROUNDS, (r + 1) * reps1 // ROUNDS):
+                x = ids[k % len(ids)][None]
+                start = time.perf_counter()
+                call(x)
+                t1[name].append(time.perf_counter() - start)
+            for k in range(r * reps64 // ROUNDS, (r + 1) * reps64 // ROUNDS):
+                x = np.take(ids, np.arange(k * 64, k * 64 + 64) % len(ids), axis=0)
+                start = time.perf_counter()
+                call(x)
+                t64[name].append(time.perf_counter() - start)
+    rows = []
+    for name in calls:
+        path = files.get(name)
+        row = {"format": name, "batch1": _stats(t1[name]), "batch64_samples_per_s": float(64 / np.median(t64[name])),
+               "size_bytes": path_size(path) if path is not None else None, "rss_added_mb": rss[name]}
         rows.append(row)
         log(f"  {name:32} batch1 {row['batch1']['median_us']:9.1f} us (p99 {row['batch1']['p99_us']:9.1f})"
             f"  batch64 {row['batch64_samples_per_s']:9.0f}/s")
