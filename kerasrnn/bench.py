@@ -1,10 +1,10 @@
 """Benchmarks: training samples/s against a PyTorch reference, inference latency of every format.
 
-`python tools/bench.py [--run DIR | --synthetic 20000,200,64,64] [--quick]` measures, in one process:
+`python tools/bench.py [--run DIR | --synthetic 20000,200,64,64] [--quick]` measures, in one run:
 
-- training: Keras model.fit samples/s on the SMS data, against PyTorch nn.RNN on the same token ids,
-  sizes, batch and epochs, masked correctly with packed sequences, both on one thread (skipped if
-  torch is missing);
+- training: Keras model.fit samples/s on the SMS data, on JAX and on TensorFlow, against PyTorch
+  nn.RNN on the same token ids, sizes, pooling, batch and epochs, masked correctly with packed
+  sequences; each trainer in its own process pinned to one core (PyTorch skipped if missing);
 - inference, one thread each: Keras, SavedModel, ONNX Runtime (tf2onnx Loop export and our native
   RNN export), LiteRT (fused and unrolled float32, float16, dynamic, int8): latency at batch 1
   (median, p99) and throughput at batch 64, on real texts; file sizes; memory added by each.
@@ -226,7 +226,7 @@ def _keras_fit_rate(config, x, y, epochs, batch) -> dict:
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     timer = _epoch_timer()
     ds = make_dataset(x, y, batch, True, 0, None, 0, epochs, trim=trim)
-    model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch(x, batch), callbacks=[timer], verbose=0)
+    model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch(len(x), batch), callbacks=[timer], verbose=0)
     steady = timer.times[1:] or timer.times  # the first epoch includes tracing / compilation
     return {"samples_per_s": float(len(x) / np.median(steady)), "epoch_seconds": [round(t, 3) for t in timer.times],
             "version": keras.__version__, "backend": keras.backend.backend(), "trimmed_batches": trim}

@@ -46,16 +46,21 @@ def _label_to_str(value, where: str) -> str:
     return str(value).strip()
 
 
+def _not_utf8(name, line: int, column: int, byte: int) -> UserError:
+    return UserError(f"{name}:{line}:{column}: byte 0x{byte:02x} is not valid UTF-8; re-save the file as UTF-8")
+
+
+def _not_gzip(path: Path, exc: Exception) -> UserError:
+    return UserError(f"{path}: not a valid gzip file ({exc}); re-compress it")
+
+
 def _decode(raw: bytes, name: str) -> str:
     try:
         text = raw.decode("utf-8-sig")  # tolerate a BOM, as spreadsheets write one
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise UserError(
-            f"{name}:{line}:{column}: byte 0x{raw[exc.start]:02x} is not valid UTF-8; "
-            "re-save the file as UTF-8"
-        ) from None
+        raise _not_utf8(name, line, column, raw[exc.start]) from None
     # NUL is kept out of texts: it truncates strings in C APIs (MediaPipe) and breaks csv.
     return text.replace("\x00", " ")
 
@@ -69,7 +74,7 @@ def _read_bytes(path: Path) -> bytes:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
-            raise UserError(f"{path}: not a valid gzip file ({exc}); re-compress it") from None
+            raise _not_gzip(path, exc) from None
     return raw
 
 
@@ -109,11 +114,10 @@ def decoded_lines(path: Path):
                 try:
                     line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
                 except UnicodeDecodeError as exc:
-                    raise UserError(f"{path}:{number}:{exc.start + 1}: byte 0x{raw[exc.start]:02x} is not valid "
-                                    "UTF-8; re-save the file as UTF-8") from None
-                yield line.replace("\x00", " ")
+                    raise _not_utf8(path, number, exc.start + 1, raw[exc.start]) from None
+                yield line.replace("\x00", " ")  # as _decode does
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise UserError(f"{path}: not a valid gzip file ({exc}); re-compress it") from None
+        raise _not_gzip(path, exc) from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror or exc}); check the path and permissions") from None
 
@@ -274,13 +278,14 @@ def encode_labels(dataset: Dataset, labels: list[str], role: str) -> np.ndarray:
     for i, lab in enumerate(dataset.labels):
         if lab not in index:
             line = dataset.label_lines[i]
-            where = line if isinstance(line, str) else f"{dataset.source}:{line}"
-            raise UserError(
-                f"{where}: label {lab!r} in {role} was never seen in training "
-                f"(known: {', '.join(labels[:10])}{', ...' if len(labels) > 10 else ''}); remove or relabel it"
-            )
+            raise unseen_label(line if isinstance(line, str) else f"{dataset.source}:{line}", lab, labels, role)
         out[i] = index[lab]
     return out
+
+
+def unseen_label(where: str, label: str, labels: list[str], role: str) -> UserError:
+    return UserError(f"{where}: label {label!r} in {role} was never seen in training "
+                     f"(known: {', '.join(labels[:10])}{', ...' if len(labels) > 10 else ''}); remove or relabel it")
 
 
 def stratified_split(y: np.ndarray, fractions: list[float], seed: int) -> list[np.ndarray]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import itertools
-import json
 import random
 import re
 from collections import Counter
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasrnn.data import checked_label, decoded_lines, default_dataset_path, label_order, read_rows
+from kerasrnn.data import checked_label, decoded_lines, default_dataset_path, label_order, read_rows, unseen_label
 from kerasrnn.errors import UserError
 from kerasrnn.tokenizer import DELIM_REGEX, Tokenizer, iter_tokens, vocabulary_from_counts
 
@@ -96,19 +95,21 @@ class Corpus:
     def source(self) -> str:
         return str(self.files[0]) if len(self.files) == 1 else f"{len(self.files)} shards: {self.files[0]} ..."
 
-    def rows(self, split: str):
-        """(where, text, label) of one split, in file order; blank texts skipped."""
-        separate_test = self.test_files is not None
-        files = self.test_files if separate_test and split == "test" else self.files
-        test_fraction = 0.0 if separate_test else self.test_split
+    def _read(self, files: list[Path]):
+        """(where, text, label) of every row of `files`, label checked, blank texts included."""
         for path in files:
             for line, text, label in read_rows(path, decoded_lines(path), self.text_column, self.label_column):
                 where = f"{path}:{line}"
-                label = checked_label(label, where)
-                if not text.strip():
-                    continue
-                if not (separate_test and split == "test") and split_of(text, self.val_split, test_fraction) != split:
-                    continue
+                yield where, text, checked_label(label, where)
+
+    def _split(self, text: str) -> str:
+        return split_of(text, self.val_split, 0.0 if self.test_files is not None else self.test_split)
+
+    def rows(self, split: str):
+        """(where, text, label) of one split, in file order; blank texts skipped."""
+        separate_test = split == "test" and self.test_files is not None
+        for where, text, label in self._read(self.test_files if separate_test else self.files):
+            if text.strip() and (separate_test or self._split(text) == split):
                 yield where, text, label
 
     def scan(self, vocab_size: int, max_len: int | None, count_cap: int, delim_regex: str = DELIM_REGEX) -> dict:
@@ -120,21 +121,18 @@ class Corpus:
         counter = BoundedCounter(count_cap)
         per_text = (max_len or 256) - 1  # the tokens the model reads (255 while max_len is unknown)
         blank = 0
-        test_fraction = 0.0 if self.test_files is not None else self.test_split
-        for path in self.files:
-            for line, text, label in read_rows(path, decoded_lines(path), self.text_column, self.label_column):
-                label = checked_label(label, f"{path}:{line}")
-                if not text.strip():
-                    blank += 1
-                    continue
-                part = split_of(text, self.val_split, test_fraction)
-                sizes[part] += 1
-                labels.add(label)
-                if part == "train":
-                    train_labels[label] += 1
-                    tokens = [t.lower() for t in itertools.islice(iter_tokens(split, text), per_text)]
-                    lengths[min(len(tokens), 255) + 1] += 1
-                    counter.update(tokens)
+        for _, text, label in self._read(self.files):
+            if not text.strip():
+                blank += 1
+                continue
+            part = self._split(text)
+            sizes[part] += 1
+            labels.add(label)
+            if part == "train":
+                train_labels[label] += 1
+                tokens = [t.lower() for t in itertools.islice(iter_tokens(split, text), per_text)]
+                lengths[min(len(tokens), 255) + 1] += 1
+                counter.update(tokens)
         if sizes["train"] == 0:
             what = f" ({blank} blank texts skipped)" if blank else ""
             raise UserError(f"{self.source}: no training texts{what}; check --text-column and the split fractions")
@@ -142,9 +140,9 @@ class Corpus:
             raise UserError(f"{self.source}: only one class ({next(iter(labels))!r}); a classifier needs at least two")
         ordered = label_order(list(labels))
         if self.test_files is not None:  # read now: an unknown test label should stop us before training
-            index = {lab: i for i, lab in enumerate(ordered)}
             for where, _, label in self.rows("test"):
-                _label_id(index, label, where)
+                if label not in labels:
+                    raise unseen_label(where, label, ordered, "--test-data")
                 sizes["test"] += 1
         if max_len is None:
             cumulative = np.cumsum(lengths) / lengths.sum()
@@ -156,33 +154,31 @@ class Corpus:
 
     def batches(self, split: str, tokenizer: Tokenizer, label_index: dict, batch_size: int,
                 seed: int | None = None, lengths: list[int] | None = None, weights: np.ndarray | None = None):
-        """(ids, labels[, weights]) batches of one pass over a split; shuffled through a buffer if seeded."""
-        rows = ((where, text, label) for where, text, label in self.rows(split))
+        """(ids, labels[, weights]) batches of one pass over a split; shuffled through a buffer if seeded.
+        Labels are known: scan took them from every row of --data and checked --test-data's."""
+        from kerasrnn.train import trimmed_width
+
+        rows = self.rows(split)
         if seed is not None:
             rows = _buffer_shuffle(rows, SHUFFLE_BUFFER, random.Random(seed))
-        while True:
-            chunk = list(itertools.islice(rows, batch_size))
-            if not chunk:
-                return
+        for chunk in chunks(rows, batch_size):
             ids = tokenizer.encode(text for _, text, _ in chunk)
-            y = np.array([_label_id(label_index, label, where) for where, _, label in chunk], np.int32)
+            y = np.array([label_index[label] for _, _, label in chunk], np.int32)
             if lengths and len(chunk) == batch_size:  # cut to the texts' length (kerasrnn.train.trim_lengths);
                 # a short last batch keeps max_len, so that it adds one shape, not one per bucket
-                ids = ids[:, : next((n for n in lengths if n >= int((ids != 0).sum(1).max())), lengths[-1])]
+                ids = ids[:, : trimmed_width(ids, lengths)]
             yield (ids, y) if weights is None else (ids, y, weights[y].astype(np.float32))
 
     def describe(self) -> dict:
         return {"files": [str(f) for f in self.files], "test_files": [str(f) for f in self.test_files or []],
-                "split": "hash of each text (blake2b)", "sizes": self.sizes}
+                "split": "hash of each text (blake2b)"}
 
 
-def _label_id(label_index: dict, label: str, where: str) -> int:
-    try:
-        return label_index[label]
-    except KeyError:
-        known = list(label_index)
-        raise UserError(f"{where}: label {label!r} was never seen in training (known: {', '.join(known[:10])}"
-                        f"{', ...' if len(known) > 10 else ''}); remove or relabel it") from None
+def chunks(items, size: int):
+    """Lists of `size` consecutive items (the last may be shorter)."""
+    items = iter(items)
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
 
 
 def _buffer_shuffle(items, size: int, rng: random.Random):
@@ -197,13 +193,3 @@ def _buffer_shuffle(items, size: int, rng: random.Random):
         buffer[k] = item
     rng.shuffle(buffer)
     yield from buffer
-
-
-def write_test_split(path: Path, rows) -> None:
-    """The test split as JSONL, written as it streams past (temp name, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for text, label in rows:
-            f.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-

@@ -242,8 +242,8 @@ def prepare_stream(config: dict) -> dict:
                         "blank_texts_skipped": corpus.skipped_blank, **sizes, "streamed": corpus.describe()}}
 
 
-def steps_per_epoch(x, batch_size: int) -> int:
-    return -(-len(x) // batch_size)
+def steps_per_epoch(examples: int, batch_size: int) -> int:
+    return -(-examples // batch_size)
 
 
 def trim_lengths(width: int, trim: str | None) -> list[int]:
@@ -256,6 +256,13 @@ def trim_lengths(width: int, trim: str | None) -> list[int]:
     if trim == "buckets":
         return [b for b in (32, 64, 128) if b <= width // 2] + [width]
     return [width]
+
+
+def trimmed_width(ids: np.ndarray, lengths: list[int]) -> int:
+    """The allowed length (trim_lengths) a batch of post-padded ids is cut to: the first that holds
+    its longest text. make_dataset computes the same inside tf.data."""
+    longest = int((ids != 0).sum(1).max())
+    return next((n for n in lengths if n >= longest), lengths[-1])
 
 
 def make_dataset(x, y, batch_size: int, shuffle: bool, seed: int, sample_weight=None,
@@ -411,15 +418,19 @@ def _predict_test(model, prepared: dict, partial: Path):
     if "stream" not in prepared:
         return prepared["y_test"], model.predict(prepared["x_test"], batch_size=256, verbose=0).argmax(axis=1)
     from kerasrnn import run as R
-    from kerasrnn.stream import write_test_split
+    from kerasrnn.fileio import open_atomic
+    from kerasrnn.stream import chunks
 
-    corpus, labels = prepared["stream"], prepared["labels"]
-    write_test_split(partial / R.SPLIT_FILE, ((text, label) for _, text, label in corpus.rows("test")))
+    labels, tokenizer = prepared["labels"], prepared["tokenizer"]
     index = {lab: i for i, lab in enumerate(labels)}
     y_true, y_pred = [], []
-    for ids, y in corpus.batches("test", prepared["tokenizer"], index, 1024):
-        y_true.append(y)
-        y_pred.append(model.predict(ids, batch_size=256, verbose=0).argmax(axis=1))
+    with open_atomic(partial / R.SPLIT_FILE, "w") as split_file:
+        for chunk in chunks(prepared["stream"].rows("test"), 1024):
+            split_file.writelines(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n"
+                                  for _, text, label in chunk)
+            y_true.append(np.array([index[label] for _, _, label in chunk], np.int32))
+            ids = tokenizer.encode(text for _, text, _ in chunk)
+            y_pred.append(model.predict(ids, batch_size=256, verbose=0).argmax(axis=1))
     return np.concatenate(y_true), np.concatenate(y_pred)
 
 
@@ -459,12 +470,12 @@ def _fit(model, config: dict, prepared: dict, partial: Path, state: dict | None,
         lengths = trim_lengths(tokenizer.max_len, trim)
         train_ds = stream_dataset(lambda e: corpus.batches("train", tokenizer, index, batch, seed * 100_003 + e,
                                                            lengths, class_weights), epochs, width, class_weights is not None)
-        fit = dict(x=train_ds, steps_per_epoch=-(-n_train // batch))
+        fit = dict(x=train_ds, steps_per_epoch=steps_per_epoch(n_train, batch))
         if has_val:
             fit["validation_data"] = stream_dataset(
                 lambda e: corpus.batches("validation", tokenizer, index, batch, None, lengths),
                 range(len(epochs)), width, False)
-            fit["validation_steps"] = -(-n_val // batch)
+            fit["validation_steps"] = steps_per_epoch(n_val, batch)
     else:
         sample_weight = None if class_weights is None else class_weights[y_train]
         train_ds = make_dataset(prepared["x_train"], y_train, batch, True, seed, sample_weight,
@@ -472,7 +483,7 @@ def _fit(model, config: dict, prepared: dict, partial: Path, state: dict | None,
         val_ds = make_dataset(prepared["x_val"], prepared["y_val"], batch, False, seed,
                               trim=trim) if has_val else None
         if not isinstance(train_ds, tuple):
-            fit = dict(x=train_ds, validation_data=val_ds, steps_per_epoch=-(-n_train // batch))
+            fit = dict(x=train_ds, validation_data=val_ds, steps_per_epoch=steps_per_epoch(n_train, batch))
         else:  # arrays: let Keras batch and shuffle
             fit = dict(x=train_ds[0], y=train_ds[1], batch_size=batch, shuffle=True, validation_data=val_ds)
             if sample_weight is not None:
