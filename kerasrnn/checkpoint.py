@@ -21,8 +21,9 @@ LAST_WEIGHTS = "last.weights.h5"
 BEST_WEIGHTS = "best.weights.h5"
 # Options that must match to resume: anything that changes the data split, vocabulary or model.
 RESUME_KEYS = ("data", "text_column", "label_column", "test_data", "val_split", "test_split", "vocab_size",
-               "max_len", "embed_dim", "units", "num_layers", "dropout", "pooling", "batch_size",
-               "learning_rate", "class_weight", "seed", "split_seed", "epochs", "patience", "backend", "stream")
+               "max_len", "embed_dim", "units", "num_layers", "dropout", "pooling", "bidirectional",
+               "batch_size", "learning_rate", "lr_schedule", "clipnorm", "class_weight", "seed", "split_seed",
+               "epochs", "patience", "backend", "stream")
 
 
 def partial_dir(out_dir: Path) -> Path:

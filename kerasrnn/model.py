@@ -1,4 +1,5 @@
-"""The model: Embedding(mask_zero) -> SimpleRNN x num_layers -> Dense softmax, Keras 3 layers only.
+"""The model: Embedding(mask_zero) -> SimpleRNN x num_layers (optionally bidirectional) -> pooling
+-> Dense softmax, Keras 3 layers and ops only.
 
 Built from Keras layers alone so that it trains under the tensorflow, jax and torch backends.
 `build_model(..., unroll=True, batch_size=1)` gives the same weights in a graph without a while
@@ -19,7 +20,7 @@ warnings.filterwarnings("ignore", message="Layer 'pool' .*does not support maski
 
 
 def build_model(vocab_size: int, num_classes: int, max_len: int | None, embed_dim: int = 64, units: int = 64,
-                num_layers: int = 1, dropout: float = 0.0, pooling: str = "last",
+                num_layers: int = 1, dropout: float = 0.0, pooling: str = "last", bidirectional: bool = False,
                 unroll: bool = False, batch_size: int | None = None, sanitize_ids: bool = False) -> keras.Model:
     """`max_len=None` accepts any sequence length (training on trimmed batches).
     `sanitize_ids` (export graphs only): ids outside [0, vocab_size) are read as <UNKNOWN>."""
@@ -33,11 +34,22 @@ def build_model(vocab_size: int, num_classes: int, max_len: int | None, embed_di
     x = keras.layers.Embedding(vocab_size, embed_dim, mask_zero=True, name="embedding")(ids)
     for i in range(num_layers):
         last = i == num_layers - 1
-        x = keras.layers.SimpleRNN(
+        rnn = keras.layers.SimpleRNN(
             units, dropout=dropout, unroll=unroll, name=f"rnn_{i}",
             return_sequences=not (last and pooling == "last"),
-        )(x)
-    if pooling == "max":
+        )
+        # Bidirectional concatenates [forward, backward]; its backward layer reads each text's real
+        # tokens from the last to the first (the padding, reversed to the front, is masked).
+        x = keras.layers.Bidirectional(rnn, name=f"rnn_{i}")(x) if bidirectional else rnn(x)
+    if pooling == "max" and bidirectional:
+        # Bidirectional outputs 0 on padded steps (it forces zero_output_for_mask), so those steps
+        # are lifted out of the max: outputs are tanh values in (-1, 1), -2 is below all of them.
+        # A row without a single token (hand-made ids only) pools to 0, as the other layouts do.
+        valid = keras.ops.not_equal(ids, 0)
+        x = keras.ops.where(keras.ops.expand_dims(valid, -1), x, -2.0)
+        x = keras.layers.GlobalMaxPooling1D(name="pool")(x)
+        x = x * keras.ops.expand_dims(keras.ops.cast(keras.ops.any(valid, axis=1), x.dtype), -1)
+    elif pooling == "max":
         # The layer ignores the mask, which is right here: Keras's RNN repeats the last real output
         # over the padding, so the max over all steps is the max over the real ones.
         x = keras.layers.GlobalMaxPooling1D(name="pool")(x)
@@ -52,7 +64,7 @@ def build_model(vocab_size: int, num_classes: int, max_len: int | None, embed_di
 def model_kwargs(config: dict) -> dict:
     """The build_model arguments recorded in a run's config.json."""
     keys = ("vocab_size", "num_classes", "max_len", "embed_dim", "units", "num_layers", "dropout", "pooling")
-    return {k: config[k] for k in keys}
+    return {**{k: config[k] for k in keys}, "bidirectional": config.get("bidirectional", False)}
 
 
 def rebuild(model: keras.Model, config: dict, unroll: bool = False, batch_size: int | None = None,
@@ -60,4 +72,12 @@ def rebuild(model: keras.Model, config: dict, unroll: bool = False, batch_size: 
     """The same network with other graph options (unrolled, static batch) and the same weights."""
     clone = build_model(**model_kwargs(config), unroll=unroll, batch_size=batch_size, sanitize_ids=sanitize_ids)
     clone.set_weights(model.get_weights())
+    if unroll:
+        # Keras 3.15's unrolled RNN zeroes masked outputs with the mask in reading order while a
+        # backward layer's outputs are still reversed, so it zeroes real steps. Bidirectional forces
+        # that zeroing on; the results here do not need it (padded steps are masked or lifted out
+        # of the max by the layers after), so it is turned off again.
+        for layer in clone.layers:
+            if isinstance(layer, keras.layers.Bidirectional):
+                layer.forward_layer.zero_output_for_mask = layer.backward_layer.zero_output_for_mask = False
     return clone

@@ -22,10 +22,10 @@ Recurrent text classifier trained with kerasrnn (Keras {v['keras']}, backend {v[
 - labels (in output order): {', '.join(config['labels'])}
 
 ## Model
-Embedding({config['vocab_size']}, {config['embed_dim']}, mask_zero) -> {config['num_layers']} x SimpleRNN({config['units']}) -> {config['pooling']} -> Dense({config['num_classes']}, softmax).
+Embedding({config['vocab_size']}, {config['embed_dim']}, mask_zero) -> {config['num_layers']} x {'bidirectional ' if config.get('bidirectional') else ''}SimpleRNN({config['units']}) -> {config['pooling']} -> Dense({config['num_classes']}, softmax).
 Tokenizer: regex split, vocabulary of {config['vocab_size']} ids (lower, Capitalised and UPPER spellings share an id),
 <START> prepended, max_len {config['max_len']}, post-padded with <PAD>=0.
-Trained {config['training']['epochs_run']} epochs (early stopping on validation loss, best weights kept), batch {config['batch_size']}, Adam lr {config['learning_rate']}.
+Trained {config['training']['epochs_run']} epochs (early stopping on validation loss, best weights kept), batch {config['batch_size']}, Adam lr {config['learning_rate']} ({config.get('lr_schedule', 'constant')}{f", clipnorm {config['clipnorm']}" if config.get('clipnorm') else ''}).
 
 ## Test metrics
 - accuracy: **{report['accuracy']:.4f}**

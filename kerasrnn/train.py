@@ -35,10 +35,13 @@ DEFAULTS = {
     "units": 64,
     "num_layers": 1,
     "dropout": 0.0,
+    "bidirectional": False,
     "pooling": "max",            # max over the RNN outputs: far better than the last state on long texts
     "epochs": 10,
     "batch_size": 32,
     "learning_rate": 2e-3,
+    "lr_schedule": "constant",
+    "clipnorm": 0.0,
     "patience": 3,              # 2 stopped SMS runs in the early validation-loss dip of max pooling
     "class_weight": "none",
     "seed": 0,
@@ -54,6 +57,9 @@ DEFAULTS = {
     "resume": None,             # run folder of an interrupted run to continue
     "verbose": None,            # None: progress bar on a terminal, one line per epoch otherwise
 }
+
+
+COSINE_FLOOR = 0.05  # --lr-schedule cosine ends at this fraction of --learning-rate
 
 
 def parse_args(argv=None) -> dict:
@@ -74,6 +80,11 @@ def parse_args(argv=None) -> dict:
     p.add_argument("--num-layers", type=int)
     p.add_argument("--dropout", type=float)
     p.add_argument("--pooling", choices=["last", "max", "mean"], help="how the RNN outputs become one vector")
+    p.add_argument("--bidirectional", action=argparse.BooleanOptionalAction,
+                   help="a second SimpleRNN reads each text backwards; outputs are concatenated (2x the cost)")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"],
+                   help="cosine: decay the learning rate to 5%% of --learning-rate over --epochs")
+    p.add_argument("--clipnorm", type=float, help="clip each gradient to this L2 norm; 0 = no clipping")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--learning-rate", type=float)
@@ -131,6 +142,9 @@ def resolve_config(cli: dict) -> dict:
          "--embed-dim, --units, --num-layers, --epochs and --batch-size must be positive"),
         (0 <= config["dropout"] < 1, "--dropout must be in [0, 1)"),
         (config["learning_rate"] > 0, "--learning-rate must be positive"),
+        (config["clipnorm"] >= 0, "--clipnorm must be 0 (off) or positive"),
+        (config["lr_schedule"] in ("constant", "cosine"), "--lr-schedule must be constant or cosine"),
+        (isinstance(config["bidirectional"], bool), "--bidirectional must be true or false"),
         ((config["workers"] is None and config["task_index"] is None) or config["distribute"] == "multiworker",
          "--workers and --task-index go with --distribute multiworker"),
     ]
@@ -368,7 +382,7 @@ def train(config: dict) -> Path:
     model_config = {
         "vocab_size": tokenizer.vocab_size, "num_classes": len(labels), "max_len": tokenizer.max_len,
         "embed_dim": config["embed_dim"], "units": config["units"], "num_layers": config["num_layers"],
-        "dropout": config["dropout"], "pooling": config["pooling"],
+        "dropout": config["dropout"], "pooling": config["pooling"], "bidirectional": config["bidirectional"],
     }
     trim = _trim_batches()
     strategy = distribute.strategy_for(config)
@@ -378,7 +392,7 @@ def train(config: dict) -> Path:
         # TensorFlow trains on batches cut to their longest text (variable length: see make_dataset);
         # the saved model has the fixed [batch, max_len] input every export needs, same weights.
         model = build_model(**{**model_config, "max_len": None if trim else model_config["max_len"]})
-        model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
+        model.compile(optimizer=make_optimizer(config, prepared["summary"]["train"]),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
     if chief:
@@ -411,6 +425,17 @@ def train(config: dict) -> Path:
     write_run(out_dir, partial, model, config, model_config, prepared, report, state_after["history"],
               train_seconds)
     return out_dir
+
+
+def make_optimizer(config: dict, train_examples: int):
+    """Adam with the configured learning-rate schedule and gradient clipping."""
+    import keras
+
+    lr = config["learning_rate"]
+    if config["lr_schedule"] == "cosine":  # over every step of --epochs; early stopping may end sooner
+        total = config["epochs"] * steps_per_epoch(train_examples, config["batch_size"])
+        lr = keras.optimizers.schedules.CosineDecay(lr, total, alpha=COSINE_FLOOR)
+    return keras.optimizers.Adam(lr, clipnorm=config["clipnorm"] or None)
 
 
 def _predict_test(model, prepared: dict, partial: Path):

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import TINY, run_cli
 
 
 def test_layout_and_manifest(tiny_exports, tiny_run):
@@ -162,3 +162,61 @@ def test_loop_onnx_export_option(tmp_path, tiny_run):
     assert "Loop" in {n.op_type for n in model.graph.node} or any(
         n.op_type == "Scan" for n in model.graph.node)
     assert {p.key: p.value for p in model.metadata_props}["rnn_impl"] == "loop"
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+def test_native_onnx_and_fused_tflite_match_keras_for_every_architecture(pooling, num_layers, bidirectional):
+    """The hand-written graphs (ONNX RNN operator, TFLite fused RNN) for each model option, on
+    random weights large enough to saturate tanh, texts from 1 token to max_len."""
+    import onnxruntime as ort
+    from ai_edge_litert.interpreter import Interpreter
+
+    from kerasrnn.export.onnx_export import build_native
+    from kerasrnn.export.tflite_fused import build_fused_tflite
+    from kerasrnn.model import build_model, rebuild
+
+    rng = np.random.default_rng(num_layers)
+    config = {"vocab_size": 40, "num_classes": 3, "max_len": 10, "embed_dim": 6, "units": 5,
+              "num_layers": num_layers, "dropout": 0.0, "pooling": pooling, "bidirectional": bidirectional}
+    model = build_model(**config)
+    model.set_weights([w + rng.normal(0, 0.7, w.shape).astype(np.float32) for w in model.get_weights()])
+    ids = np.zeros((6, 10), np.int32)
+    for row, length in enumerate([1, 2, 4, 7, 9, 10]):
+        ids[row, :length] = rng.integers(1, 40, length)
+    expected = model.predict(ids, verbose=0)
+    # the unrolled batch-1 copy that the quantized TFLite variants are converted from
+    unrolled = rebuild(model, config, unroll=True, batch_size=1, sanitize_ids=True)
+    assert np.abs(unrolled.predict(ids, batch_size=1, verbose=0) - expected).max() <= 1e-5
+
+    onnx_model = build_native(model, config)
+    session = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, {"tokens": ids})[0] - expected).max() <= 1e-5
+
+    interpreter = Interpreter(model_content=build_fused_tflite(model, config))
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    got = []
+    for row in np.concatenate([ids, ids[::-1]]):  # twice, other order: no state may carry over
+        interpreter.set_tensor(inp["index"], row[None])
+        interpreter.invoke()
+        got.append(interpreter.get_tensor(out["index"])[0])
+    assert np.abs(np.array(got) - np.concatenate([expected, expected[::-1]])).max() <= 1e-5
+
+
+def test_bidirectional_run_exports_to_every_format_with_parity(tmp_path, tiny_csv):
+    run, exports = tmp_path / "run", tmp_path / "exports"
+    proc = run_cli(["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(run), *TINY,
+                    "--bidirectional", "--epochs", "2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((run / "config.json").read_text())
+    assert config["bidirectional"] is True
+    proc = run_cli(["tools/export.py", "--format", "all", "--run", str(run), "--out", str(exports)])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_cli(["tools/check_parity.py", "--run", str(run), "--exports", str(exports)])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((exports / "parity.json").read_text())
+    assert report["passed"] and len(report["results"]) >= 13
+    routes = {(r["artifact"], r["route"]) for r in report["results"]}
+    assert ("tflite/model.tflite", "mediapipe-text") in routes and ("onnx/model.onnx", "ids@batch1") in routes

@@ -144,3 +144,27 @@ def test_batches_are_cut_to_their_longest_text_or_its_bucket():
             if mode == "buckets" and len(by) < 16:  # the short last batch keeps the full length
                 assert width == 200
             assert np.array_equal(bx, x[by][:, :width]) and not x[by][:, width:].any()
+
+
+def test_optimizer_schedule_and_clipping():
+    from kerasrnn.train import COSINE_FLOOR, DEFAULTS, make_optimizer, steps_per_epoch
+
+    constant = make_optimizer(DEFAULTS, 1000)
+    assert constant.clipnorm is None and np.isclose(float(constant.learning_rate), DEFAULTS["learning_rate"])
+    config = {**DEFAULTS, "lr_schedule": "cosine", "clipnorm": 1.5, "epochs": 4, "batch_size": 100}
+    optimizer = make_optimizer(config, 1000)
+    schedule, total = optimizer._learning_rate, 4 * steps_per_epoch(1000, 100)
+    lr0, lr_end = float(schedule(0)), float(schedule(total))
+    assert optimizer.clipnorm == 1.5
+    assert np.isclose(lr0, config["learning_rate"]) and np.isclose(lr_end, COSINE_FLOOR * lr0)
+    assert lr_end < float(schedule(total // 2)) < lr0
+
+
+def test_bad_training_options_get_one_line_errors(tmp_path, tiny_csv):
+    config_file = tmp_path / "c.json"
+    config_file.write_text('{"bidirectional": "yes"}')
+    for args, message in ((["--clipnorm", "-1"], "--clipnorm"), (["--config", str(config_file)], "--bidirectional"),
+                          (["--lr-schedule", "step"], "invalid choice")):
+        proc = run_cli(["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(tmp_path / "x"), *args])
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "x").exists()

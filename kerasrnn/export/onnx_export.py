@@ -22,11 +22,12 @@ OPSET = 17
 INPUT, OUTPUT = "tokens", "probabilities"
 
 
-def _rnn_weights(model, num_layers: int):
+def _rnn_weights(model, num_layers: int) -> list[list[tuple]]:
+    """Per layer, per direction (forward[, backward]): Keras (kernel, recurrent, bias)."""
     layers = []
     for i in range(num_layers):
-        kernel, recurrent, bias = model.get_layer(f"rnn_{i}").get_weights()
-        layers.append((kernel, recurrent, bias))
+        weights = model.get_layer(f"rnn_{i}").get_weights()
+        layers.append([tuple(weights[k:k + 3]) for k in range(0, len(weights), 3)])
     return layers
 
 
@@ -58,17 +59,33 @@ def build_native(model, config: dict):
         helper.make_node("Transpose", ["embedded"], ["x_0"], perm=[1, 0, 2]),         # [T, B, E]
     ]
     x = "x_0"
-    for i, (kernel, recurrent, bias) in enumerate(_rnn_weights(model, config["num_layers"])):
-        # Keras: h = tanh(x K + h R + b); ONNX: h = tanh(x W^T + h R^T + Wb + Rb).
-        inits += [numpy_helper.from_array(kernel.T[None].astype(np.float32), f"W_{i}"),
-                  numpy_helper.from_array(recurrent.T[None].astype(np.float32), f"R_{i}"),
-                  numpy_helper.from_array(np.concatenate([bias, np.zeros_like(bias)])[None].astype(np.float32), f"B_{i}")]
+    bidirectional = config.get("bidirectional", False)
+    for i, directions in enumerate(_rnn_weights(model, config["num_layers"])):
+        # Keras: h = tanh(x K + h R + b); ONNX: h = tanh(x W^T + h R^T + Wb + Rb). ONNX's reverse
+        # direction runs each sequence from its own last real step (sequence_lens), as Keras's
+        # backward layer does, and both directions output 0 past a sequence's length.
+        stack = lambda arrays: np.stack(arrays).astype(np.float32)  # noqa: E731
+        inits += [numpy_helper.from_array(stack([k.T for k, _, _ in directions]), f"W_{i}"),
+                  numpy_helper.from_array(stack([r.T for _, r, _ in directions]), f"R_{i}"),
+                  numpy_helper.from_array(stack([np.concatenate([b, np.zeros_like(b)]) for _, _, b in directions]),
+                                          f"B_{i}")]
         nodes.append(helper.make_node("RNN", [x, f"W_{i}", f"R_{i}", f"B_{i}", "seq_lens"], [f"Y_{i}", f"Yh_{i}"],
-                                      hidden_size=units, activations=["Tanh"], name=f"rnn_{i}"))
-        nodes.append(helper.make_node("Squeeze", [f"Y_{i}", "axis1"], [f"x_{i + 1}"]))  # [T, B, H]
+                                      hidden_size=units, activations=["Tanh"] * len(directions), name=f"rnn_{i}",
+                                      direction="bidirectional" if bidirectional else "forward"))
+        if bidirectional:  # Y [T, 2, B, H] -> [T, B, 2H], forward first as Keras concatenates
+            nodes += [helper.make_node("Transpose", [f"Y_{i}"], [f"Y_{i}_t"], perm=[0, 2, 1, 3]),
+                      helper.make_node("Reshape", [f"Y_{i}_t", "shape_tb_"], [f"x_{i + 1}"])]
+        else:
+            nodes.append(helper.make_node("Squeeze", [f"Y_{i}", "axis1"], [f"x_{i + 1}"]))  # [T, B, H]
         x = f"x_{i + 1}"
+    if bidirectional:
+        inits.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape_tb_"))
     last = config["num_layers"] - 1
-    if pooling == "last":
+    if pooling == "last" and bidirectional:  # Yh [2, B, H] -> [B, 2H]
+        nodes += [helper.make_node("Transpose", [f"Yh_{last}"], ["h_t"], perm=[1, 0, 2]),
+                  helper.make_node("Reshape", ["h_t", "shape_b_"], ["features"])]
+        inits.append(numpy_helper.from_array(np.array([0, -1], np.int64), "shape_b_"))
+    elif pooling == "last":
         nodes.append(helper.make_node("Squeeze", [f"Yh_{last}", "axis0"], ["features"]))  # [B, H]
     elif pooling == "mean":
         # RNN outputs past each sequence's length are 0, so the sum over time is the valid sum.
@@ -78,6 +95,19 @@ def build_native(model, config: dict):
                   helper.make_node("Max", ["lens_col", "one_f"], ["lens_safe"]),
                   helper.make_node("Div", ["y_sum", "lens_safe"], ["features"])]
         inits.append(numpy_helper.from_array(np.array(1.0, np.float32), "one_f"))
+    elif pooling == "max" and bidirectional:
+        # The Keras model lifts padded steps out of the max with -2 (below any tanh output) and
+        # pools a row without tokens to 0 (see kerasrnn.model).
+        nodes += [helper.make_node("Transpose", ["valid"], ["valid_t"], perm=[1, 0]),          # [T, B]
+                  helper.make_node("Unsqueeze", ["valid_t", "axis_neg1"], ["valid_e"]),        # [T, B, 1]
+                  helper.make_node("Where", ["valid_e", x, "minus_two"], ["y_masked"]),
+                  helper.make_node("ReduceMax", ["y_masked"], ["y_max"], axes=[0], keepdims=0),
+                  helper.make_node("Greater", ["seq_lens", "zero_i32"], ["has_tokens"]),
+                  helper.make_node("Cast", ["has_tokens"], ["has_tokens_f"], to=TensorProto.FLOAT),
+                  helper.make_node("Unsqueeze", ["has_tokens_f", "axis1"], ["has_tokens_col"]),
+                  helper.make_node("Mul", ["y_max", "has_tokens_col"], ["features"])]
+        inits += [numpy_helper.from_array(np.array([-1], np.int64), "axis_neg1"),
+                  numpy_helper.from_array(np.array(-2.0, np.float32), "minus_two")]
     elif pooling == "max":
         # Keras repeats the last valid output over the padding, so the max over valid steps equals
         # the max over all steps there; here padded outputs are 0, so mask them to the last state.
@@ -90,6 +120,8 @@ def build_native(model, config: dict):
     nodes += [helper.make_node("MatMul", ["features", "dense_kernel"], ["logits_mm"]),
               helper.make_node("Add", ["logits_mm", "dense_bias"], ["logits"]),
               helper.make_node("Softmax", ["logits"], [OUTPUT], axis=-1)]
+    used = {name for node in nodes for name in node.input}
+    inits = [i for i in inits if i.name in used]  # onnxruntime warns at load about unused ones
     graph = helper.make_graph(
         nodes, "kerasrnn",
         [helper.make_tensor_value_info(INPUT, TensorProto.INT32, ["batch", max_len])],

@@ -4,7 +4,8 @@ An unrolled conversion runs every one of max_len time steps as separate small op
 included. Here the graph is written directly with the flatbuffer schema:
 
     ids -> (ids outside [0, vocab) -> <UNKNOWN>) -> GATHER embedding -> SLICE to the real length
-        -> UNIDIRECTIONAL_SEQUENCE_RNN per layer -> last / mean / max over the real steps
+        -> UNIDIRECTIONAL_SEQUENCE_RNN per layer (bidirectional: a second one over the REVERSE_V2
+           of the real steps, reversed back and concatenated) -> last / mean / max over the real steps
         -> FULLY_CONNECTED -> SOFTMAX
 
 The real length is the count of non-pad ids (the tokenizer post-pads), so SLICE yields a dynamic
@@ -128,6 +129,24 @@ def _augment(g: GraphBuilder, x: int, flags: int, width: int, max_len: int, name
     return out
 
 
+def _rnn(g: GraphBuilder, x: int, flags: int, kernel, recurrent, bias, max_len: int, prefix: str) -> int:
+    """One UNIDIRECTIONAL_SEQUENCE_RNN over x's real steps; its outputs [1, steps, units]."""
+    units = kernel.shape[1]
+    x_aug = _augment(g, x, flags, kernel.shape[0], max_len, prefix)
+    state = g.tensor(f"{prefix}/state", [1, units], variable=True)
+    y = g.tensor(f"{prefix}/outputs", [1, max_len + 1, units], signature=[1, -1, units])
+    g.op(Op.UNIDIRECTIONAL_SEQUENCE_RNN,
+         [x_aug, g.weight(f"{prefix}/kernel", _augmented_kernel(kernel, recurrent)),
+          g.weight(f"{prefix}/recurrent", recurrent.T), g.weight(f"{prefix}/bias", bias), state], [y],
+         Opt.SequenceRNNOptions, _options(T.SequenceRNNOptionsT, timeMajor=False,
+                                          fusedActivationFunction=T.ActivationFunctionType.TANH))
+    out = g.tensor(f"{prefix}/outputs_real", [1, max_len, units], signature=[1, -1, units])
+    g.op(Op.SLICE, [y, g.tensor(f"{prefix}/drop_reset_begin", [3], I32, np.array([0, 1, 0], np.int32)),
+                    g.tensor(f"{prefix}/drop_reset_size", [3], I32, np.array([-1, -1, -1], np.int32))],
+         [out], Opt.SliceOptions, T.SliceOptionsT())
+    return out
+
+
 def build_fused_tflite(model, config: dict, float16: bool = False) -> bytes:
     """The trained Keras model as a fused-RNN TFLite flatbuffer (no metadata yet)."""
     g = GraphBuilder(np.float16 if float16 else np.float32)
@@ -166,35 +185,54 @@ def build_fused_tflite(model, config: dict, float16: bool = False) -> bytes:
     flags = g.tensor("first_step_flags_real", [1, max_len, 2], signature=[1, -1, 2])
     g.op(Op.SLICE, [flags_all, g.tensor("flags_begin", [3], I32, np.zeros(3, np.int32)), _size(g, one_v, steps, 2)],
          [flags], Opt.SliceOptions, T.SliceOptionsT())
+    bidirectional = config.get("bidirectional", False)
+    axis1 = g.tensor("axis_1", [1], I32, np.array([1], np.int32))
     for i in range(config["num_layers"]):
-        kernel, recurrent, bias = model.get_layer(f"rnn_{i}").get_weights()
-        x_aug = _augment(g, x, flags, kernel.shape[0], max_len, f"rnn_{i}")
-        state = g.tensor(f"rnn_{i}/state", [1, units], variable=True)
-        y = g.tensor(f"rnn_{i}/outputs", [1, max_len + 1, units], signature=[1, -1, units])
-        g.op(Op.UNIDIRECTIONAL_SEQUENCE_RNN,
-             [x_aug, g.weight(f"rnn_{i}/kernel", _augmented_kernel(kernel, recurrent)),
-              g.weight(f"rnn_{i}/recurrent", recurrent.T), g.weight(f"rnn_{i}/bias", bias), state], [y],
-             Opt.SequenceRNNOptions, _options(T.SequenceRNNOptionsT, timeMajor=False,
-                                              fusedActivationFunction=T.ActivationFunctionType.TANH))
-        x = g.tensor(f"rnn_{i}/outputs_real", [1, max_len, units], signature=[1, -1, units])
-        g.op(Op.SLICE, [y, g.tensor(f"rnn_{i}/drop_reset_begin", [3], I32, np.array([0, 1, 0], np.int32)),
-                        g.tensor(f"rnn_{i}/drop_reset_size", [3], I32, np.array([-1, -1, -1], np.int32))],
-             [x], Opt.SliceOptions, T.SliceOptionsT())
+        weights = model.get_layer(f"rnn_{i}").get_weights()
+        outputs = []  # per direction: outputs over the real steps, in that direction's reading order
+        for d, name in enumerate(["forward", "backward"][:len(weights) // 3]):
+            kernel, recurrent, bias = weights[3 * d:3 * d + 3]
+            prefix = f"rnn_{i}" if not bidirectional else f"rnn_{i}/{name}"
+            x_in = x
+            if name == "backward":  # x holds only the real steps, so reversing reads the text backwards
+                x_in = g.tensor(f"{prefix}/reversed_input", [1, max_len, kernel.shape[0]],
+                                signature=[1, -1, kernel.shape[0]])
+                g.op(Op.REVERSE_V2, [x, axis1], [x_in], Opt.ReverseV2Options, T.ReverseV2OptionsT())
+            outputs.append(_rnn(g, x_in, flags, kernel, recurrent, bias, max_len, prefix))
+        if not bidirectional:
+            x = outputs[0]
+            continue
+        forward, backward = outputs
+        backward_in_order = g.tensor(f"rnn_{i}/backward/outputs_in_order", [1, max_len, units], signature=[1, -1, units])
+        g.op(Op.REVERSE_V2, [backward, axis1], [backward_in_order], Opt.ReverseV2Options, T.ReverseV2OptionsT())
+        x = g.tensor(f"rnn_{i}/outputs_concat", [1, max_len, 2 * units], signature=[1, -1, 2 * units])
+        g.op(Op.CONCATENATION, [forward, backward_in_order], [x], Opt.ConcatenationOptions,
+             _options(T.ConcatenationOptionsT, axis=2))
 
-    features = g.tensor("features", [1, units])
+    width = units * len(outputs)
+    features = g.tensor("features", [1, width])
     pooling = config["pooling"]
     if pooling == "last":
-        last, picked = g.tensor("last_index", [1], I32), g.tensor("last_step", [1, 1, units])
+        # Each direction's final output is its last step in its own reading order.
+        last = g.tensor("last_index", [1], I32)
         g.op(Op.SUB, [steps, one_v], [last], Opt.SubOptions, T.SubOptionsT())
-        g.op(Op.GATHER, [x, last], [picked], Opt.GatherOptions, _options(T.GatherOptionsT, axis=1))
-        g.op(Op.RESHAPE, [picked, g.tensor("shape_1h", [2], I32, np.array([1, units], np.int32))], [features],
-             Opt.ReshapeOptions, _options(T.ReshapeOptionsT, newShape=[1, units]))
+        picked = []
+        for d, seq in enumerate(outputs):
+            p = g.tensor(f"last_step_{d}", [1, 1, units])
+            g.op(Op.GATHER, [seq, last], [p], Opt.GatherOptions, _options(T.GatherOptionsT, axis=1))
+            picked.append(p)
+        if len(picked) > 1:
+            both = g.tensor("last_steps", [1, 1, width])
+            g.op(Op.CONCATENATION, picked, [both], Opt.ConcatenationOptions, _options(T.ConcatenationOptionsT, axis=2))
+            picked = [both]
+        g.op(Op.RESHAPE, [picked[0], g.tensor("shape_1h", [2], I32, np.array([1, width], np.int32))], [features],
+             Opt.ReshapeOptions, _options(T.ReshapeOptionsT, newShape=[1, width]))
     else:  # over the real steps only, which is what Keras's masked pooling computes
         g.op(Op.MEAN if pooling == "mean" else Op.REDUCE_MAX, [x, one_v], [features],
              Opt.ReducerOptions, _options(T.ReducerOptionsT, keepDims=False))
     # No tokens at all (only possible for hand-made ids): Keras sees an all-masked sequence -> zeros.
     has_tokens, has_tokens_f, gated = (g.tensor("has_tokens", [1], BOOL), g.tensor("has_tokens_f", [1, 1]),
-                                       g.tensor("features_gated", [1, units]))
+                                       g.tensor("features_gated", [1, width]))
     has_tokens_1 = g.tensor("has_tokens_1", [1])
     g.op(Op.GREATER, [length, zero_i], [has_tokens])
     g.op(Op.CAST, [has_tokens], [has_tokens_1], Opt.CastOptions, _options(T.CastOptionsT, inDataType=BOOL, outDataType=F32))
