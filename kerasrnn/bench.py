@@ -50,7 +50,8 @@ def _synthetic(spec: str):
     words += [f"unused_{i}" for i in range(vocab - 3 - len(words))]
     tokenizer = Tokenizer(words, max_len)
     config = {"vocab_size": tokenizer.vocab_size, "num_classes": 2, "max_len": max_len, "embed_dim": embed,
-              "units": units, "num_layers": 1, "dropout": 0.0, "pooling": DEFAULTS["pooling"]}
+              "units": units, "num_layers": 1, "dropout": 0.0, "pooling": DEFAULTS["pooling"],
+              "bidirectional": DEFAULTS["bidirectional"]}
     import keras
 
     keras.utils.set_random_seed(0)
@@ -222,7 +223,7 @@ def _keras_fit_rate(config, x, y, epochs, batch) -> dict:
     trim = _trim_batches()
     model = build_model(**{k: config[k] for k in ("vocab_size", "num_classes", "embed_dim", "units",
                                                    "num_layers", "dropout", "pooling")},
-                        max_len=None if trim else x.shape[1])
+                        bidirectional=config.get("bidirectional", False), max_len=None if trim else x.shape[1])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     timer = _epoch_timer()
     ds = make_dataset(x, y, batch, True, 0, None, 0, epochs, trim=trim)
@@ -239,21 +240,22 @@ def _torch_reference(torch, x, y, config, epochs, batch, device: str = "cpu") ->
     if device == "cpu":
         torch.set_num_threads(1)  # TensorFlow runs on one thread here too (set once per process)
     pooling = config.get("pooling", "last")
+    directions = 2 if config.get("bidirectional") else 1
 
     class Ref(nn.Module):
         def __init__(self):
             super().__init__()
             self.emb = nn.Embedding(config["vocab_size"], config["embed_dim"], padding_idx=0)
             self.rnn = nn.RNN(config["embed_dim"], config["units"], num_layers=config["num_layers"],
-                              nonlinearity="tanh", batch_first=True)
-            self.out = nn.Linear(config["units"], config["num_classes"])
+                              nonlinearity="tanh", batch_first=True, bidirectional=directions == 2)
+            self.out = nn.Linear(directions * config["units"], config["num_classes"])
 
         def forward(self, ids, lengths):
             packed = nn.utils.rnn.pack_padded_sequence(self.emb(ids), lengths, batch_first=True,
                                                        enforce_sorted=False)
             seq, h = self.rnn(packed)  # h: last real step of each sequence, padding never seen
-            if pooling == "last":
-                return self.out(h[-1])
+            if pooling == "last":  # the last layer's final state of each direction
+                return self.out(torch.cat(list(h[-directions:]), dim=1))
             # max / mean over the real steps only, as the Keras model's masked pooling does
             fill = float("-inf") if pooling == "max" else 0.0
             steps, _ = nn.utils.rnn.pad_packed_sequence(seq, batch_first=True, padding_value=fill)
