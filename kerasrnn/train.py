@@ -31,8 +31,8 @@ DEFAULTS = {
     "test_split": 0.2,
     "vocab_size": 20000,
     "max_len": None,            # None: 95th percentile of training token counts, within [8, 256]
-    "embed_dim": 64,
-    "units": 64,
+    "embed_dim": 128,           # 128/128 beat 64/64 on the mean of 3 seeds on all four shared datasets
+    "units": 128,               # (README, Accuracy); 128 embed with 64 units gained on long texts only
     "num_layers": 1,
     "dropout": 0.0,
     "bidirectional": False,
