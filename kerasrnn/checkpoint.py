@@ -25,6 +25,8 @@ RESUME_KEYS = ("data", "text_column", "label_column", "test_data", "val_split", 
                "batch_size", "learning_rate", "lr_schedule", "clipnorm", "class_weight", "seed", "split_seed",
                "epochs", "patience", "backend", "stream")
 
+ADDED_LATER = {"bidirectional": False, "lr_schedule": "constant", "clipnorm": 0.0}
+
 
 def partial_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.partial"
@@ -43,7 +45,8 @@ def load_state(partial: Path, config: dict) -> dict | None:
         return None
     state = json.loads(file.read_text(encoding="utf-8"))
     saved = state.get("config", {})
-    differ = [k for k in RESUME_KEYS if saved.get(k) != config.get(k)]
+    # A run interrupted before an option existed ran with what is now its default.
+    differ = [k for k in RESUME_KEYS if saved.get(k, ADDED_LATER.get(k)) != config.get(k)]
     if differ:
         raise UserError(f"{partial}: the interrupted run used other options ({', '.join(differ)}); "
                         "resume with the same options or choose another --output")

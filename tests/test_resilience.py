@@ -77,6 +77,19 @@ def test_resume_refuses_other_options_and_missing_checkpoints(tmp_path, tiny_csv
     assert proc.returncode == 2 and "other options" in proc.stderr
 
 
+def test_a_checkpoint_from_before_an_option_existed_resumes_with_its_default(tmp_path):
+    from kerasrnn.checkpoint import ADDED_LATER, RESUME_KEYS, STATE, load_state
+    from kerasrnn.errors import UserError
+    from kerasrnn.train import DEFAULTS
+
+    config = dict(DEFAULTS)
+    old = {k: config[k] for k in RESUME_KEYS if k not in ADDED_LATER}
+    (tmp_path / STATE).write_text(json.dumps({"epochs_done": 2, "config": old}))
+    assert load_state(tmp_path, config)["epochs_done"] == 2
+    with pytest.raises(UserError, match="bidirectional"):
+        load_state(tmp_path, {**config, "bidirectional": True})
+
+
 def test_export_killed_midway_leaves_previous_exports_valid(tmp_path, tiny_run, tiny_exports):
     out = tmp_path / "exports"
     shutil.copytree(tiny_exports, out)
