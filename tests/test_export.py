@@ -207,8 +207,9 @@ def test_native_onnx_and_fused_tflite_match_keras_for_every_architecture(pooling
 
 def test_bidirectional_run_exports_to_every_format_with_parity(tmp_path, tiny_csv):
     run, exports = tmp_path / "run", tmp_path / "exports"
+    # TINY's 4 epochs: a barely trained model has many texts near 50/50, where int8 flips labels
     proc = run_cli(["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(run), *TINY,
-                    "--bidirectional", "--epochs", "2"])
+                    "--bidirectional"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     config = json.loads((run / "config.json").read_text())
     assert config["bidirectional"] is True
