@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 
 import keras
+import numpy as np
 
 from kerasrnn.tokenizer import UNKNOWN_ID
 
@@ -81,3 +82,22 @@ def rebuild(model: keras.Model, config: dict, unroll: bool = False, batch_size: 
             if isinstance(layer, keras.layers.Bidirectional):
                 layer.forward_layer.zero_output_for_mask = layer.backward_layer.zero_output_for_mask = False
     return clone
+
+
+def fold_input_projection(embedding: np.ndarray, first_layer: list[np.ndarray]):
+    """The embedding table and first-layer kernels that the graph uses.
+
+    The first RNN layer multiplies each embedded token by its input kernel at every step. When the
+    embedding is wider than the layer, the product is taken once per vocabulary word at export
+    instead: table = embedding @ kernel per direction (side by side), and each direction's kernel
+    becomes the identity over its own columns, so every step multiplies a units-wide vector instead
+    of an embed-wide one, and the table is smaller. Same values up to float rounding.
+    """
+    kernels = first_layer[0::3]
+    units = kernels[0].shape[1]
+    if embedding.shape[1] <= units * len(kernels):
+        return embedding, kernels
+    table = np.concatenate([embedding.astype(np.float64) @ k.astype(np.float64) for k in kernels], axis=1)
+    width = table.shape[1]
+    identities = [np.eye(width, dtype=np.float32)[:, d * units:(d + 1) * units] for d in range(len(kernels))]
+    return table.astype(np.float32), identities

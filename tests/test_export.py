@@ -164,12 +164,15 @@ def test_loop_onnx_export_option(tmp_path, tiny_run):
     assert {p.key: p.value for p in model.metadata_props}["rnn_impl"] == "loop"
 
 
+@pytest.mark.parametrize("embed_dim", [4, 12])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("pooling", ["last", "mean", "max"])
-def test_native_onnx_and_fused_tflite_match_keras_for_every_architecture(pooling, num_layers, bidirectional):
+def test_native_onnx_and_fused_tflite_match_keras_for_every_architecture(pooling, num_layers, bidirectional,
+                                                                          embed_dim):
     """The hand-written graphs (ONNX RNN operator, TFLite fused RNN) for each model option, on
-    random weights large enough to saturate tanh, texts from 1 token to max_len."""
+    random weights large enough to saturate tanh, texts from 1 token to max_len; an embedding
+    narrower and one wider than the first layer's input product (folded into the table: 12 > 2 x 5)."""
     import onnxruntime as ort
     from ai_edge_litert.interpreter import Interpreter
 
@@ -178,7 +181,7 @@ def test_native_onnx_and_fused_tflite_match_keras_for_every_architecture(pooling
     from kerasrnn.model import build_model, rebuild
 
     rng = np.random.default_rng(num_layers)
-    config = {"vocab_size": 40, "num_classes": 3, "max_len": 10, "embed_dim": 6, "units": 5,
+    config = {"vocab_size": 40, "num_classes": 3, "max_len": 10, "embed_dim": embed_dim, "units": 5,
               "num_layers": num_layers, "dropout": 0.0, "pooling": pooling, "bidirectional": bidirectional}
     model = build_model(**config)
     model.set_weights([w + rng.normal(0, 0.7, w.shape).astype(np.float32) for w in model.get_weights()])
@@ -221,3 +224,15 @@ def test_bidirectional_run_exports_to_every_format_with_parity(tmp_path, tiny_cs
     assert report["passed"] and len(report["results"]) >= 13
     routes = {(r["artifact"], r["route"]) for r in report["results"]}
     assert ("tflite/model.tflite", "mediapipe-text") in routes and ("onnx/model.onnx", "ids@batch1") in routes
+
+
+def test_wide_embedding_is_folded_into_a_smaller_table():
+    from kerasrnn.model import fold_input_projection
+
+    rng = np.random.default_rng(0)
+    emb, kernel = rng.normal(size=(30, 16)).astype(np.float32), rng.normal(size=(16, 4)).astype(np.float32)
+    table, (identity,) = fold_input_projection(emb, [kernel, np.eye(4), np.zeros(4)])
+    assert table.shape == (30, 4) and np.allclose(table @ identity, emb @ kernel, atol=1e-5)
+    narrow = rng.normal(size=(30, 3)).astype(np.float32)
+    same, (k,) = fold_input_projection(narrow, [kernel[:3], np.eye(4), np.zeros(4)])
+    assert same is narrow and np.array_equal(k, kernel[:3])

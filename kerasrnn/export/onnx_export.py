@@ -1,6 +1,7 @@
 """ONNX export: the native ONNX `RNN` operator by default, tf2onnx's Loop graph on request.
 
-Native: the graph is written from the Keras weights with onnx.helper: Gather (embedding) -> RNN per
+Native: the graph is written from the Keras weights with onnx.helper: Gather (embedding, folded
+with the first layer's input kernel when narrower: model.fold_input_projection) -> RNN per
 layer with `sequence_lens` = number of non-pad tokens -> pooling -> MatMul/Add -> Softmax. The RNN
 operator runs the whole recurrence in one kernel instead of one small op per time step. It matches
 Keras exactly when padding is at the end, which our tokenizer guarantees (<START> first, <PAD>=0
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasrnn.model import fold_input_projection
 from kerasrnn.tokenizer import UNKNOWN_ID
 
 OPSET = 17
@@ -36,7 +38,11 @@ def build_native(model, config: dict):
     from onnx import TensorProto, helper, numpy_helper
 
     max_len, units, pooling = config["max_len"], config["units"], config["pooling"]
-    emb = model.get_layer("embedding").get_weights()[0].astype(np.float32)
+    layers = _rnn_weights(model, config["num_layers"])
+    # the first layer's input product taken once per word at export (see fold_input_projection)
+    emb, first_kernels = fold_input_projection(model.get_layer("embedding").get_weights()[0], [
+        w for direction in layers[0] for w in direction])
+    layers[0] = [(k, r, b) for k, (_, r, b) in zip(first_kernels, layers[0])]
     dense_w, dense_b = (w.astype(np.float32) for w in model.get_layer("probabilities").get_weights())
     inits = [numpy_helper.from_array(emb, "embedding"),
              numpy_helper.from_array(dense_w, "dense_kernel"), numpy_helper.from_array(dense_b, "dense_bias"),
@@ -60,7 +66,7 @@ def build_native(model, config: dict):
     ]
     x = "x_0"
     bidirectional = config.get("bidirectional", False)
-    for i, directions in enumerate(_rnn_weights(model, config["num_layers"])):
+    for i, directions in enumerate(layers):
         # Keras: h = tanh(x K + h R + b); ONNX: h = tanh(x W^T + h R^T + Wb + Rb). ONNX's reverse
         # direction runs each sequence from its own last real step (sequence_lens), as Keras's
         # backward layer does, and both directions output 0 past a sequence's length.

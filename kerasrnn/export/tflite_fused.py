@@ -3,7 +3,8 @@
 An unrolled conversion runs every one of max_len time steps as separate small ops, padding
 included. Here the graph is written directly with the flatbuffer schema:
 
-    ids -> (ids outside [0, vocab) -> <UNKNOWN>) -> GATHER embedding -> SLICE to the real length
+    ids -> (ids outside [0, vocab) -> <UNKNOWN>) -> GATHER embedding (times the first layer's input
+           kernel when that makes it narrower: model.fold_input_projection) -> SLICE to the real length
         -> UNIDIRECTIONAL_SEQUENCE_RNN per layer (bidirectional: a second one over the REVERSE_V2
            of the real steps, reversed back and concatenated) -> last / mean / max over the real steps
         -> FULLY_CONNECTED -> SOFTMAX
@@ -22,6 +23,7 @@ import flatbuffers
 import numpy as np
 from mediapipe.tasks.metadata import schema_py_generated as T
 
+from kerasrnn.model import fold_input_projection
 from kerasrnn.tokenizer import UNKNOWN_ID
 
 F32, F16, I32, BOOL = T.TensorType.FLOAT32, T.TensorType.FLOAT16, T.TensorType.INT32, T.TensorType.BOOL
@@ -172,8 +174,12 @@ def build_fused_tflite(model, config: dict, float16: bool = False) -> bytes:
     g.op(Op.SUM, [valid_i, one_v], [length], Opt.ReducerOptions, _options(T.ReducerOptionsT, keepDims=False))
     g.op(Op.MAXIMUM, [length, one_v], [steps])
 
+    bidirectional = config.get("bidirectional", False)
+    first_layer = model.get_layer("rnn_0").get_weights()
+    table, first_kernels = fold_input_projection(emb, first_layer)
+    embed_dim = table.shape[1]
     x_all = g.tensor("embedded", [1, max_len, embed_dim])
-    g.op(Op.GATHER, [g.weight("embedding", emb), ids], [x_all], Opt.GatherOptions, _options(T.GatherOptionsT, axis=0))
+    g.op(Op.GATHER, [g.weight("embedding", table), ids], [x_all], Opt.GatherOptions, _options(T.GatherOptionsT, axis=0))
     x = g.tensor("embedded_real", [1, max_len, embed_dim], signature=[1, -1, embed_dim])
     g.op(Op.SLICE, [x_all, g.tensor("slice_begin", [3], I32, np.zeros(3, np.int32)), _size(g, one_v, steps, -1)],
          [x], Opt.SliceOptions, T.SliceOptionsT())
@@ -185,10 +191,11 @@ def build_fused_tflite(model, config: dict, float16: bool = False) -> bytes:
     flags = g.tensor("first_step_flags_real", [1, max_len, 2], signature=[1, -1, 2])
     g.op(Op.SLICE, [flags_all, g.tensor("flags_begin", [3], I32, np.zeros(3, np.int32)), _size(g, one_v, steps, 2)],
          [flags], Opt.SliceOptions, T.SliceOptionsT())
-    bidirectional = config.get("bidirectional", False)
     axis1 = g.tensor("axis_1", [1], I32, np.array([1], np.int32))
     for i in range(config["num_layers"]):
         weights = model.get_layer(f"rnn_{i}").get_weights()
+        if i == 0:
+            weights = [w if k % 3 else first_kernels[k // 3] for k, w in enumerate(weights)]
         outputs = []  # per direction: outputs over the real steps, in that direction's reading order
         for d, name in enumerate(["forward", "backward"][:len(weights) // 3]):
             kernel, recurrent, bias = weights[3 * d:3 * d + 3]
