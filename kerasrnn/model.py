@@ -84,20 +84,27 @@ def rebuild(model: keras.Model, config: dict, unroll: bool = False, batch_size: 
     return clone
 
 
-def fold_input_projection(embedding: np.ndarray, first_layer: list[np.ndarray]):
-    """The embedding table and first-layer kernels that the graph uses.
+def export_weights(model: keras.Model, num_layers: int):
+    """What the hand-written export graphs use: the embedding table, and per layer and direction
+    (forward[, backward]) the (kernel, recurrent, bias) of Keras, the first layer folded.
 
     The first RNN layer multiplies each embedded token by its input kernel at every step. When the
-    embedding is wider than the layer, the product is taken once per vocabulary word at export
-    instead: table = embedding @ kernel per direction (side by side), and each direction's kernel
+    embedding is wider than the layer, the product is taken once per vocabulary word instead:
+    table = embedding @ kernel per direction (side by side, in float64), and each direction's kernel
     becomes the identity over its own columns, so every step multiplies a units-wide vector instead
     of an embed-wide one, and the table is smaller. Same values up to float rounding.
     """
-    kernels = first_layer[0::3]
-    units = kernels[0].shape[1]
-    if embedding.shape[1] <= units * len(kernels):
-        return embedding, kernels
-    table = np.concatenate([embedding.astype(np.float64) @ k.astype(np.float64) for k in kernels], axis=1)
-    width = table.shape[1]
-    identities = [np.eye(width, dtype=np.float32)[:, d * units:(d + 1) * units] for d in range(len(kernels))]
-    return table.astype(np.float32), identities
+    layers = []
+    for i in range(num_layers):
+        weights = model.get_layer(f"rnn_{i}").get_weights()
+        layers.append([tuple(weights[k:k + 3]) for k in range(0, len(weights), 3)])
+    embedding = model.get_layer("embedding").get_weights()[0]
+    first = layers[0]
+    units = first[0][0].shape[1]
+    width = units * len(first)
+    if embedding.shape[1] <= width:
+        return embedding, layers
+    table = np.concatenate([embedding.astype(np.float64) @ k.astype(np.float64) for k, _, _ in first], axis=1)
+    identity = np.eye(width, dtype=np.float32)
+    layers[0] = [(identity[:, d * units:(d + 1) * units], r, b) for d, (_, r, b) in enumerate(first)]
+    return table.astype(np.float32), layers

@@ -227,12 +227,14 @@ def test_bidirectional_run_exports_to_every_format_with_parity(tmp_path, tiny_cs
 
 
 def test_wide_embedding_is_folded_into_a_smaller_table():
-    from kerasrnn.model import fold_input_projection
+    from kerasrnn.model import build_model, export_weights
 
-    rng = np.random.default_rng(0)
-    emb, kernel = rng.normal(size=(30, 16)).astype(np.float32), rng.normal(size=(16, 4)).astype(np.float32)
-    table, (identity,) = fold_input_projection(emb, [kernel, np.eye(4), np.zeros(4)])
+    wide = build_model(30, 2, 8, embed_dim=16, units=4, pooling="max")
+    emb, (kernel, recurrent, bias) = wide.get_layer("embedding").get_weights()[0], wide.get_layer("rnn_0").get_weights()
+    table, [[(identity, r, b)]] = export_weights(wide, 1)
     assert table.shape == (30, 4) and np.allclose(table @ identity, emb @ kernel, atol=1e-5)
-    narrow = rng.normal(size=(30, 3)).astype(np.float32)
-    same, (k,) = fold_input_projection(narrow, [kernel[:3], np.eye(4), np.zeros(4)])
-    assert same is narrow and np.array_equal(k, kernel[:3])
+    assert np.array_equal(r, recurrent) and np.array_equal(b, bias)
+    narrow = build_model(30, 2, 8, embed_dim=3, units=4, pooling="max")
+    same, [[(k, _, _)]] = export_weights(narrow, 1)
+    assert np.array_equal(same, narrow.get_layer("embedding").get_weights()[0])
+    assert np.array_equal(k, narrow.get_layer("rnn_0").get_weights()[0])

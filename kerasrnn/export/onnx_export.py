@@ -1,7 +1,7 @@
 """ONNX export: the native ONNX `RNN` operator by default, tf2onnx's Loop graph on request.
 
 Native: the graph is written from the Keras weights with onnx.helper: Gather (embedding, folded
-with the first layer's input kernel when narrower: model.fold_input_projection) -> RNN per
+with the first layer's input kernel when narrower: model.export_weights) -> RNN per
 layer with `sequence_lens` = number of non-pad tokens -> pooling -> MatMul/Add -> Softmax. The RNN
 operator runs the whole recurrence in one kernel instead of one small op per time step. It matches
 Keras exactly when padding is at the end, which our tokenizer guarantees (<START> first, <PAD>=0
@@ -17,20 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasrnn.model import fold_input_projection
+from kerasrnn.model import export_weights
 from kerasrnn.tokenizer import UNKNOWN_ID
 
 OPSET = 17
 INPUT, OUTPUT = "tokens", "probabilities"
-
-
-def _rnn_weights(model, num_layers: int) -> list[list[tuple]]:
-    """Per layer, per direction (forward[, backward]): Keras (kernel, recurrent, bias)."""
-    layers = []
-    for i in range(num_layers):
-        weights = model.get_layer(f"rnn_{i}").get_weights()
-        layers.append([tuple(weights[k:k + 3]) for k in range(0, len(weights), 3)])
-    return layers
 
 
 def build_native(model, config: dict):
@@ -38,11 +29,7 @@ def build_native(model, config: dict):
     from onnx import TensorProto, helper, numpy_helper
 
     max_len, units, pooling = config["max_len"], config["units"], config["pooling"]
-    layers = _rnn_weights(model, config["num_layers"])
-    # the first layer's input product taken once per word at export (see fold_input_projection)
-    emb, first_kernels = fold_input_projection(model.get_layer("embedding").get_weights()[0], [
-        w for direction in layers[0] for w in direction])
-    layers[0] = [(k, r, b) for k, (_, r, b) in zip(first_kernels, layers[0])]
+    emb, layers = export_weights(model, config["num_layers"])  # first layer folded into the table
     dense_w, dense_b = (w.astype(np.float32) for w in model.get_layer("probabilities").get_weights())
     inits = [numpy_helper.from_array(emb, "embedding"),
              numpy_helper.from_array(dense_w, "dense_kernel"), numpy_helper.from_array(dense_b, "dense_bias"),

@@ -4,7 +4,7 @@ An unrolled conversion runs every one of max_len time steps as separate small op
 included. Here the graph is written directly with the flatbuffer schema:
 
     ids -> (ids outside [0, vocab) -> <UNKNOWN>) -> GATHER embedding (times the first layer's input
-           kernel when that makes it narrower: model.fold_input_projection) -> SLICE to the real length
+           kernel when that makes it narrower: model.export_weights) -> SLICE to the real length
         -> UNIDIRECTIONAL_SEQUENCE_RNN per layer (bidirectional: a second one over the REVERSE_V2
            of the real steps, reversed back and concatenated) -> last / mean / max over the real steps
         -> FULLY_CONNECTED -> SOFTMAX
@@ -23,7 +23,7 @@ import flatbuffers
 import numpy as np
 from mediapipe.tasks.metadata import schema_py_generated as T
 
-from kerasrnn.model import fold_input_projection
+from kerasrnn.model import export_weights
 from kerasrnn.tokenizer import UNKNOWN_ID
 
 F32, F16, I32, BOOL = T.TensorType.FLOAT32, T.TensorType.FLOAT16, T.TensorType.INT32, T.TensorType.BOOL
@@ -153,8 +153,7 @@ def build_fused_tflite(model, config: dict, float16: bool = False) -> bytes:
     """The trained Keras model as a fused-RNN TFLite flatbuffer (no metadata yet)."""
     g = GraphBuilder(np.float16 if float16 else np.float32)
     max_len, units, vocab = config["max_len"], config["units"], config["vocab_size"]
-    emb = model.get_layer("embedding").get_weights()[0]
-    embed_dim = emb.shape[1]
+    table, layers = export_weights(model, config["num_layers"])  # first layer folded into the table
 
     tokens = g.tensor("tokens", [1, max_len], I32)
     zero_i = g.tensor("zero", [], I32, np.array(0, np.int32))
@@ -175,8 +174,6 @@ def build_fused_tflite(model, config: dict, float16: bool = False) -> bytes:
     g.op(Op.MAXIMUM, [length, one_v], [steps])
 
     bidirectional = config.get("bidirectional", False)
-    first_layer = model.get_layer("rnn_0").get_weights()
-    table, first_kernels = fold_input_projection(emb, first_layer)
     embed_dim = table.shape[1]
     x_all = g.tensor("embedded", [1, max_len, embed_dim])
     g.op(Op.GATHER, [g.weight("embedding", table), ids], [x_all], Opt.GatherOptions, _options(T.GatherOptionsT, axis=0))
@@ -192,13 +189,9 @@ def build_fused_tflite(model, config: dict, float16: bool = False) -> bytes:
     g.op(Op.SLICE, [flags_all, g.tensor("flags_begin", [3], I32, np.zeros(3, np.int32)), _size(g, one_v, steps, 2)],
          [flags], Opt.SliceOptions, T.SliceOptionsT())
     axis1 = g.tensor("axis_1", [1], I32, np.array([1], np.int32))
-    for i in range(config["num_layers"]):
-        weights = model.get_layer(f"rnn_{i}").get_weights()
-        if i == 0:
-            weights = [w if k % 3 else first_kernels[k // 3] for k, w in enumerate(weights)]
+    for i, directions in enumerate(layers):
         outputs = []  # per direction: outputs over the real steps, in that direction's reading order
-        for d, name in enumerate(["forward", "backward"][:len(weights) // 3]):
-            kernel, recurrent, bias = weights[3 * d:3 * d + 3]
+        for name, (kernel, recurrent, bias) in zip(["forward", "backward"], directions):
             prefix = f"rnn_{i}" if not bidirectional else f"rnn_{i}/{name}"
             x_in = x
             if name == "backward":  # x holds only the real steps, so reversing reads the text backwards
