@@ -212,7 +212,7 @@ def _keras_fit_rate(config, x, y, epochs, batch) -> dict:
     """model.fit as kerasrnn.train runs it on this backend (tf.data input; TensorFlow trims batches)."""
     import keras
 
-    from kerasrnn.model import build_model
+    from kerasrnn.model import build_model, model_kwargs
     from kerasrnn.train import _trim_batches, make_dataset, steps_per_epoch
 
     if keras.backend.backend() == "tensorflow":
@@ -221,9 +221,7 @@ def _keras_fit_rate(config, x, y, epochs, batch) -> dict:
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     trim = _trim_batches()
-    model = build_model(**{k: config[k] for k in ("vocab_size", "num_classes", "embed_dim", "units",
-                                                   "num_layers", "dropout", "pooling")},
-                        bidirectional=config.get("bidirectional", False), max_len=None if trim else x.shape[1])
+    model = build_model(**{**model_kwargs(config), "max_len": None if trim else x.shape[1]})
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     timer = _epoch_timer()
     ds = make_dataset(x, y, batch, True, 0, None, 0, epochs, trim=trim)
