@@ -59,6 +59,7 @@ DEFAULTS = {
 }
 
 
+LR_SCHEDULES = ("constant", "cosine")
 COSINE_FLOOR = 0.05  # --lr-schedule cosine ends at this fraction of --learning-rate
 
 
@@ -82,7 +83,7 @@ def parse_args(argv=None) -> dict:
     p.add_argument("--pooling", choices=["last", "max", "mean"], help="how the RNN outputs become one vector")
     p.add_argument("--bidirectional", action=argparse.BooleanOptionalAction,
                    help="a second SimpleRNN reads each text backwards; outputs are concatenated (2x the cost)")
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"],
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    help="cosine: decay the learning rate to 5%% of --learning-rate over --epochs")
     p.add_argument("--clipnorm", type=float, help="clip each gradient to this L2 norm; 0 = no clipping")
     p.add_argument("--epochs", type=int)
@@ -143,7 +144,7 @@ def resolve_config(cli: dict) -> dict:
         (0 <= config["dropout"] < 1, "--dropout must be in [0, 1)"),
         (config["learning_rate"] > 0, "--learning-rate must be positive"),
         (config["clipnorm"] >= 0, "--clipnorm must be 0 (off) or positive"),
-        (config["lr_schedule"] in ("constant", "cosine"), "--lr-schedule must be constant or cosine"),
+        (config["lr_schedule"] in LR_SCHEDULES, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}"),
         (isinstance(config["bidirectional"], bool), "--bidirectional must be true or false"),
         ((config["workers"] is None and config["task_index"] is None) or config["distribute"] == "multiworker",
          "--workers and --task-index go with --distribute multiworker"),
