@@ -84,6 +84,15 @@ def rebuild(model: keras.Model, config: dict, unroll: bool = False, batch_size: 
     return clone
 
 
+def rnn_weights(model: keras.Model, num_layers: int) -> list[list[tuple]]:
+    """Per layer, per direction (forward[, backward]): Keras's (kernel, recurrent, bias)."""
+    layers = []
+    for i in range(num_layers):
+        weights = model.get_layer(f"rnn_{i}").get_weights()
+        layers.append([tuple(weights[k:k + 3]) for k in range(0, len(weights), 3)])
+    return layers
+
+
 def export_weights(model: keras.Model, num_layers: int):
     """What the hand-written export graphs use: the embedding table, and per layer and direction
     (forward[, backward]) the (kernel, recurrent, bias) of Keras, the first layer folded.
@@ -94,10 +103,7 @@ def export_weights(model: keras.Model, num_layers: int):
     becomes the identity over its own columns, so every step multiplies a units-wide vector instead
     of an embed-wide one, and the table is smaller. Same values up to float rounding.
     """
-    layers = []
-    for i in range(num_layers):
-        weights = model.get_layer(f"rnn_{i}").get_weights()
-        layers.append([tuple(weights[k:k + 3]) for k in range(0, len(weights), 3)])
+    layers = rnn_weights(model, num_layers)
     embedding = model.get_layer("embedding").get_weights()[0]
     first = layers[0]
     units = first[0][0].shape[1]

@@ -19,78 +19,10 @@ how each call still starts from h0 = 0.
 """
 from __future__ import annotations
 
-import flatbuffers
 import numpy as np
-from mediapipe.tasks.metadata import schema_py_generated as T
 
+from kerasrnn.export.tflite_graph import F32, I32, GraphBuilder, Op, Opt, T, classifier_head, options, token_prelude
 from kerasrnn.model import export_weights
-from kerasrnn.tokenizer import UNKNOWN_ID
-
-F32, F16, I32, BOOL = T.TensorType.FLOAT32, T.TensorType.FLOAT16, T.TensorType.INT32, T.TensorType.BOOL
-Op = T.BuiltinOperator
-Opt = T.BuiltinOptions
-
-
-class GraphBuilder:
-    """Minimal writer for a one-subgraph TFLite model."""
-
-    def __init__(self, weight_dtype=np.float32):
-        self.buffers = [T.BufferT()]  # buffer 0 is the empty buffer by convention
-        self.tensors, self.operators, self.codes = [], [], []
-        self.weight_dtype = weight_dtype
-
-    def tensor(self, name, shape, dtype=F32, data=None, variable=False, signature=None) -> int:
-        t = T.TensorT()
-        t.name, t.shape, t.type, t.isVariable = name.encode(), list(shape), dtype, variable
-        if signature is not None:
-            t.shapeSignature = list(signature)
-        buf = T.BufferT()
-        if data is not None:
-            buf.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
-        self.buffers.append(buf)
-        t.buffer = len(self.buffers) - 1
-        self.tensors.append(t)
-        return len(self.tensors) - 1
-
-    def weight(self, name, array) -> int:
-        """A float32 weight; stored as float16 plus a DEQUANTIZE op when building the float16 file."""
-        array = np.asarray(array, np.float32)
-        if self.weight_dtype == np.float16:
-            half = self.tensor(name + "/fp16", array.shape, F16, array.astype(np.float16))
-            out = self.tensor(name, array.shape)
-            self.op(Op.DEQUANTIZE, [half], [out])
-            return out
-        return self.tensor(name, array.shape, F32, array)
-
-    def op(self, builtin, inputs, outputs, options_type=0, options=None) -> None:
-        index = next((i for i, c in enumerate(self.codes) if c.builtinCode == builtin), None)
-        if index is None:
-            code = T.OperatorCodeT()
-            code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 1
-            self.codes.append(code)
-            index = len(self.codes) - 1
-        o = T.OperatorT()
-        o.opcodeIndex, o.inputs, o.outputs = index, list(inputs), list(outputs)
-        o.builtinOptionsType, o.builtinOptions = options_type, options
-        self.operators.append(o)
-
-    def finish(self, inputs, outputs, description: str) -> bytes:
-        sub = T.SubGraphT()
-        sub.tensors, sub.operators, sub.inputs, sub.outputs, sub.name = (
-            self.tensors, self.operators, list(inputs), list(outputs), b"main")
-        model = T.ModelT()
-        model.version, model.description = 3, description.encode()
-        model.subgraphs, model.buffers, model.operatorCodes = [sub], self.buffers, self.codes
-        builder = flatbuffers.Builder(1024)
-        builder.Finish(model.Pack(builder), b"TFL3")
-        return bytes(builder.Output())
-
-
-def _options(cls, **fields):
-    obj = cls()
-    for k, v in fields.items():
-        setattr(obj, k, v)
-    return obj
 
 
 RESET_INPUT = 1.0e4  # pre-activation that drives tanh to exactly 1.0 in float32, whatever the old state
@@ -100,7 +32,7 @@ def _size(g: GraphBuilder, one_v: int, steps: int, last: int) -> int:
     """[1, steps, last] as a runtime int32 tensor, for SLICE."""
     size = g.tensor(f"size_{len(g.tensors)}", [3], I32)
     g.op(Op.CONCATENATION, [one_v, steps, g.tensor(f"dim_{len(g.tensors)}", [1], I32, np.array([last], np.int32))],
-         [size], Opt.ConcatenationOptions, _options(T.ConcatenationOptionsT, axis=0))
+         [size], Opt.ConcatenationOptions, options(T.ConcatenationOptionsT, axis=0))
     return size
 
 
@@ -124,10 +56,10 @@ def _augment(g: GraphBuilder, x: int, flags: int, width: int, max_len: int, name
     reset = np.zeros((1, 1, width + 2), np.float32)
     reset[0, 0, width] = 1.0
     with_flags = g.tensor(f"{name}/input_flags", [1, max_len, width + 2], signature=[1, -1, width + 2])
-    g.op(Op.CONCATENATION, [x, flags], [with_flags], Opt.ConcatenationOptions, _options(T.ConcatenationOptionsT, axis=2))
+    g.op(Op.CONCATENATION, [x, flags], [with_flags], Opt.ConcatenationOptions, options(T.ConcatenationOptionsT, axis=2))
     out = g.tensor(f"{name}/input", [1, max_len + 1, width + 2], signature=[1, -1, width + 2])
     g.op(Op.CONCATENATION, [g.tensor(f"{name}/reset_step", reset.shape, F32, reset), with_flags], [out],
-         Opt.ConcatenationOptions, _options(T.ConcatenationOptionsT, axis=1))
+         Opt.ConcatenationOptions, options(T.ConcatenationOptionsT, axis=1))
     return out
 
 
@@ -140,7 +72,7 @@ def _rnn(g: GraphBuilder, x: int, flags: int, kernel, recurrent, bias, max_len: 
     g.op(Op.UNIDIRECTIONAL_SEQUENCE_RNN,
          [x_aug, g.weight(f"{prefix}/kernel", _augmented_kernel(kernel, recurrent)),
           g.weight(f"{prefix}/recurrent", recurrent.T), g.weight(f"{prefix}/bias", bias), state], [y],
-         Opt.SequenceRNNOptions, _options(T.SequenceRNNOptionsT, timeMajor=False,
+         Opt.SequenceRNNOptions, options(T.SequenceRNNOptionsT, timeMajor=False,
                                           fusedActivationFunction=T.ActivationFunctionType.TANH))
     out = g.tensor(f"{prefix}/outputs_real", [1, max_len, units], signature=[1, -1, units])
     g.op(Op.SLICE, [y, g.tensor(f"{prefix}/drop_reset_begin", [3], I32, np.array([0, 1, 0], np.int32)),
@@ -155,28 +87,15 @@ def build_fused_tflite(model, config: dict, float16: bool = False) -> bytes:
     max_len, units, vocab = config["max_len"], config["units"], config["vocab_size"]
     table, layers = export_weights(model, config["num_layers"])  # first layer folded into the table
 
-    tokens = g.tensor("tokens", [1, max_len], I32)
-    zero_i = g.tensor("zero", [], I32, np.array(0, np.int32))
-    one_v = g.tensor("one", [1], I32, np.array([1], np.int32))
-    # ids outside [0, vocab) -> <UNKNOWN>, as in the ONNX and SavedModel exports
-    ge0, ltv, ok, ids = (g.tensor(n, [1, max_len], t) for n, t in
-                         (("id_ge0", BOOL), ("id_ltv", BOOL), ("id_ok", BOOL), ("ids", I32)))
-    g.op(Op.GREATER_EQUAL, [tokens, zero_i], [ge0])
-    g.op(Op.LESS, [tokens, g.tensor("vocab", [], I32, np.array(vocab, np.int32))], [ltv])
-    g.op(Op.LOGICAL_AND, [ge0, ltv], [ok])
-    g.op(Op.SELECT_V2, [ok, tokens, g.tensor("unknown", [], I32, np.array(UNKNOWN_ID, np.int32))], [ids])
-    # real length = number of non-pad ids (post-padded); at least 1 step runs
-    valid, valid_i, length, steps = (g.tensor("valid", [1, max_len], BOOL), g.tensor("valid_i", [1, max_len], I32),
-                                     g.tensor("length", [1], I32), g.tensor("steps", [1], I32))
-    g.op(Op.NOT_EQUAL, [ids, zero_i], [valid])
-    g.op(Op.CAST, [valid], [valid_i], Opt.CastOptions, _options(T.CastOptionsT, inDataType=BOOL, outDataType=I32))
-    g.op(Op.SUM, [valid_i, one_v], [length], Opt.ReducerOptions, _options(T.ReducerOptionsT, keepDims=False))
+    tokens, ids, _, length = token_prelude(g, max_len, vocab)
+    one_v = g.constant("one", np.array([1], np.int32))
+    steps = g.tensor("steps", [1], I32)  # at least 1 step runs
     g.op(Op.MAXIMUM, [length, one_v], [steps])
 
     bidirectional = config.get("bidirectional", False)
     embed_dim = table.shape[1]
     x_all = g.tensor("embedded", [1, max_len, embed_dim])
-    g.op(Op.GATHER, [g.weight("embedding", table), ids], [x_all], Opt.GatherOptions, _options(T.GatherOptionsT, axis=0))
+    g.op(Op.GATHER, [g.weight("embedding", table), ids], [x_all], Opt.GatherOptions, options(T.GatherOptionsT, axis=0))
     x = g.tensor("embedded_real", [1, max_len, embed_dim], signature=[1, -1, embed_dim])
     g.op(Op.SLICE, [x_all, g.tensor("slice_begin", [3], I32, np.zeros(3, np.int32)), _size(g, one_v, steps, -1)],
          [x], Opt.SliceOptions, T.SliceOptionsT())
@@ -188,7 +107,7 @@ def build_fused_tflite(model, config: dict, float16: bool = False) -> bytes:
     flags = g.tensor("first_step_flags_real", [1, max_len, 2], signature=[1, -1, 2])
     g.op(Op.SLICE, [flags_all, g.tensor("flags_begin", [3], I32, np.zeros(3, np.int32)), _size(g, one_v, steps, 2)],
          [flags], Opt.SliceOptions, T.SliceOptionsT())
-    axis1 = g.tensor("axis_1", [1], I32, np.array([1], np.int32))
+    axis1 = g.constant("reverse_axis", np.array([1], np.int32))
     for i, directions in enumerate(layers):
         outputs = []  # per direction: outputs over the real steps, in that direction's reading order
         for name, (kernel, recurrent, bias) in zip(["forward", "backward"], directions):
@@ -207,7 +126,7 @@ def build_fused_tflite(model, config: dict, float16: bool = False) -> bytes:
         g.op(Op.REVERSE_V2, [backward, axis1], [backward_in_order], Opt.ReverseV2Options, T.ReverseV2OptionsT())
         x = g.tensor(f"rnn_{i}/outputs_concat", [1, max_len, 2 * units], signature=[1, -1, 2 * units])
         g.op(Op.CONCATENATION, [forward, backward_in_order], [x], Opt.ConcatenationOptions,
-             _options(T.ConcatenationOptionsT, axis=2))
+             options(T.ConcatenationOptionsT, axis=2))
 
     width = units * len(outputs)
     features = g.tensor("features", [1, width])
@@ -219,30 +138,16 @@ def build_fused_tflite(model, config: dict, float16: bool = False) -> bytes:
         picked = []
         for d, seq in enumerate(outputs):
             p = g.tensor(f"last_step_{d}", [1, 1, units])
-            g.op(Op.GATHER, [seq, last], [p], Opt.GatherOptions, _options(T.GatherOptionsT, axis=1))
+            g.op(Op.GATHER, [seq, last], [p], Opt.GatherOptions, options(T.GatherOptionsT, axis=1))
             picked.append(p)
         if len(picked) > 1:
             both = g.tensor("last_steps", [1, 1, width])
-            g.op(Op.CONCATENATION, picked, [both], Opt.ConcatenationOptions, _options(T.ConcatenationOptionsT, axis=2))
+            g.op(Op.CONCATENATION, picked, [both], Opt.ConcatenationOptions, options(T.ConcatenationOptionsT, axis=2))
             picked = [both]
         g.op(Op.RESHAPE, [picked[0], g.tensor("shape_1h", [2], I32, np.array([1, width], np.int32))], [features],
-             Opt.ReshapeOptions, _options(T.ReshapeOptionsT, newShape=[1, width]))
+             Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[1, width]))
     else:  # over the real steps only, which is what Keras's masked pooling computes
         g.op(Op.MEAN if pooling == "mean" else Op.REDUCE_MAX, [x, one_v], [features],
-             Opt.ReducerOptions, _options(T.ReducerOptionsT, keepDims=False))
-    # No tokens at all (only possible for hand-made ids): Keras sees an all-masked sequence -> zeros.
-    has_tokens, has_tokens_f, gated = (g.tensor("has_tokens", [1], BOOL), g.tensor("has_tokens_f", [1, 1]),
-                                       g.tensor("features_gated", [1, width]))
-    has_tokens_1 = g.tensor("has_tokens_1", [1])
-    g.op(Op.GREATER, [length, zero_i], [has_tokens])
-    g.op(Op.CAST, [has_tokens], [has_tokens_1], Opt.CastOptions, _options(T.CastOptionsT, inDataType=BOOL, outDataType=F32))
-    g.op(Op.RESHAPE, [has_tokens_1, g.tensor("shape_11", [2], I32, np.array([1, 1], np.int32))], [has_tokens_f],
-         Opt.ReshapeOptions, _options(T.ReshapeOptionsT, newShape=[1, 1]))
-    g.op(Op.MUL, [features, has_tokens_f], [gated], Opt.MulOptions, T.MulOptionsT())
-
-    dense_w, dense_b = model.get_layer("probabilities").get_weights()
-    logits, probs = g.tensor("logits", [1, dense_w.shape[1]]), g.tensor("probabilities", [1, dense_w.shape[1]])
-    g.op(Op.FULLY_CONNECTED, [gated, g.weight("dense/kernel", dense_w.T), g.weight("dense/bias", dense_b)], [logits],
-         Opt.FullyConnectedOptions, T.FullyConnectedOptionsT())
-    g.op(Op.SOFTMAX, [logits], [probs], Opt.SoftmaxOptions, _options(T.SoftmaxOptionsT, beta=1.0))
+             Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=False))
+    probs = classifier_head(g, model, features, width, length)
     return g.finish([tokens], [probs], "kerasrnn fused SimpleRNN")

@@ -1,0 +1,131 @@
+"""What both hand-written TFLite graphs share: a flatbuffer writer, the token prelude, the head.
+
+The graphs are written with the schema's generated Python classes (shipped in mediapipe), so
+nothing beyond builtin ops can slip in; tflite.check_mobile_ready checks the result anyway.
+"""
+from __future__ import annotations
+
+import flatbuffers
+import numpy as np
+from mediapipe.tasks.metadata import schema_py_generated as T
+
+from kerasrnn.tokenizer import UNKNOWN_ID
+
+F32, F16, I32, BOOL = T.TensorType.FLOAT32, T.TensorType.FLOAT16, T.TensorType.INT32, T.TensorType.BOOL
+Op = T.BuiltinOperator
+Opt = T.BuiltinOptions
+
+
+class GraphBuilder:
+    """Minimal writer for a one-subgraph TFLite model."""
+
+    def __init__(self, weight_dtype=np.float32):
+        self.buffers = [T.BufferT()]  # buffer 0 is the empty buffer by convention
+        self.tensors, self.operators, self.codes = [], [], []
+        self.weight_dtype = weight_dtype
+
+    def tensor(self, name, shape, dtype=F32, data=None, variable=False, signature=None) -> int:
+        t = T.TensorT()
+        t.name, t.shape, t.type, t.isVariable = name.encode(), list(shape), dtype, variable
+        if signature is not None:
+            t.shapeSignature = list(signature)
+        buf = T.BufferT()
+        if data is not None:
+            buf.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
+        self.buffers.append(buf)
+        t.buffer = len(self.buffers) - 1
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+    def constant(self, name, array) -> int:
+        """A constant int32 / float32 / bool tensor, its type from the numpy array's."""
+        array = np.asarray(array)
+        dtype = {np.dtype(np.int32): I32, np.dtype(np.float32): F32, np.dtype(bool): BOOL}[array.dtype]
+        return self.tensor(name, array.shape, dtype, array)
+
+    def weight(self, name, array) -> int:
+        """A float32 weight; stored as float16 plus a DEQUANTIZE op when building the float16 file."""
+        array = np.asarray(array, np.float32)
+        if self.weight_dtype == np.float16:
+            half = self.tensor(name + "/fp16", array.shape, F16, array.astype(np.float16))
+            out = self.tensor(name, array.shape)
+            self.op(Op.DEQUANTIZE, [half], [out])
+            return out
+        return self.tensor(name, array.shape, F32, array)
+
+    def op(self, builtin, inputs, outputs, options_type=0, options=None) -> None:
+        index = next((i for i, c in enumerate(self.codes) if c.builtinCode == builtin), None)
+        if index is None:
+            code = T.OperatorCodeT()
+            code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 1
+            self.codes.append(code)
+            index = len(self.codes) - 1
+        o = T.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = index, list(inputs), list(outputs)
+        o.builtinOptionsType, o.builtinOptions = options_type, options
+        self.operators.append(o)
+
+    def finish(self, inputs, outputs, description: str) -> bytes:
+        sub = T.SubGraphT()
+        sub.tensors, sub.operators, sub.inputs, sub.outputs, sub.name = (
+            self.tensors, self.operators, list(inputs), list(outputs), b"main")
+        model = T.ModelT()
+        model.version, model.description = 3, description.encode()
+        model.subgraphs, model.buffers, model.operatorCodes = [sub], self.buffers, self.codes
+        builder = flatbuffers.Builder(1024)
+        builder.Finish(model.Pack(builder), b"TFL3")
+        return bytes(builder.Output())
+
+
+def options(cls, **fields):
+    """A schema options object with these fields set."""
+    obj = cls()
+    for k, v in fields.items():
+        setattr(obj, k, v)
+    return obj
+
+
+def token_prelude(g: GraphBuilder, max_len: int, vocab: int):
+    """tokens int32 [1, max_len] in -> (tokens, ids, valid, length).
+
+    ids: tokens outside [0, vocab) read as <UNKNOWN>, as in the ONNX and SavedModel exports;
+    valid: bool [1, max_len], the non-pad ids; length: int32 [1], their count. The tokenizer
+    post-pads, so the real tokens are the first `length` ids.
+    """
+    tokens = g.tensor("tokens", [1, max_len], I32)
+    zero = g.constant("zero", np.array(0, np.int32))
+    ge0, ltv, ok, ids = (g.tensor(n, [1, max_len], t) for n, t in
+                         (("id_ge0", BOOL), ("id_ltv", BOOL), ("id_ok", BOOL), ("ids", I32)))
+    g.op(Op.GREATER_EQUAL, [tokens, zero], [ge0])
+    g.op(Op.LESS, [tokens, g.constant("vocab", np.array(vocab, np.int32))], [ltv])
+    g.op(Op.LOGICAL_AND, [ge0, ltv], [ok])
+    g.op(Op.SELECT_V2, [ok, tokens, g.constant("unknown", np.array(UNKNOWN_ID, np.int32))], [ids])
+    valid, valid_i, length = (g.tensor("valid", [1, max_len], BOOL), g.tensor("valid_i", [1, max_len], I32),
+                              g.tensor("length", [1], I32))
+    g.op(Op.NOT_EQUAL, [ids, zero], [valid])
+    g.op(Op.CAST, [valid], [valid_i], Opt.CastOptions, options(T.CastOptionsT, inDataType=BOOL, outDataType=I32))
+    g.op(Op.SUM, [valid_i, g.constant("axis_1", np.array([1], np.int32))], [length], Opt.ReducerOptions,
+         options(T.ReducerOptionsT, keepDims=False))
+    return tokens, ids, valid, length
+
+
+def classifier_head(g: GraphBuilder, model, features: int, width: int, length: int) -> int:
+    """features [1, width] -> probabilities [1, classes]: Dense + softmax.
+
+    A row without tokens (only possible for hand-made ids) pools to zeros first, as Keras does
+    for an all-masked sequence.
+    """
+    has_tokens, has_tokens_1, has_tokens_f, gated = (
+        g.tensor("has_tokens", [1], BOOL), g.tensor("has_tokens_1", [1]), g.tensor("has_tokens_f", [1, 1]),
+        g.tensor("features_gated", [1, width]))
+    g.op(Op.GREATER, [length, g.constant("zero_length", np.array(0, np.int32))], [has_tokens])
+    g.op(Op.CAST, [has_tokens], [has_tokens_1], Opt.CastOptions, options(T.CastOptionsT, inDataType=BOOL, outDataType=F32))
+    g.op(Op.RESHAPE, [has_tokens_1, g.constant("shape_11", np.array([1, 1], np.int32))], [has_tokens_f],
+         Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[1, 1]))
+    g.op(Op.MUL, [features, has_tokens_f], [gated], Opt.MulOptions, T.MulOptionsT())
+    dense_w, dense_b = model.get_layer("probabilities").get_weights()
+    logits, probs = g.tensor("logits", [1, dense_w.shape[1]]), g.tensor("probabilities", [1, dense_w.shape[1]])
+    g.op(Op.FULLY_CONNECTED, [gated, g.weight("dense/kernel", dense_w.T), g.weight("dense/bias", dense_b)], [logits],
+         Opt.FullyConnectedOptions, T.FullyConnectedOptionsT())
+    g.op(Op.SOFTMAX, [logits], [probs], Opt.SoftmaxOptions, options(T.SoftmaxOptionsT, beta=1.0))
+    return probs
