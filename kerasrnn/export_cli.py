@@ -9,7 +9,7 @@ from kerasrnn.errors import UserError, cli_main
 
 def main(argv=None) -> int:
     from kerasrnn.export import FORMATS
-    from kerasrnn.export.tflite import QUANTIZATIONS
+    from kerasrnn.export.tflite import IMPLS, QUANTIZATIONS, STEPWISE_MAX_FILL_RATIO
 
     p = argparse.ArgumentParser(prog="python tools/export.py",
                                 description="Export a run to SavedModel, ONNX and/or TFLite; "
@@ -22,9 +22,12 @@ def main(argv=None) -> int:
                         + " (default with --format all: all of them)")
     p.add_argument("--onnx-impl", choices=["rnn", "loop"], default="rnn",
                    help="rnn: native ONNX RNN operator (fast); loop: tf2onnx's Loop graph")
-    p.add_argument("--tflite-impl", choices=["fused", "unroll"], default="fused",
-                   help="fused: builtin sequence-RNN op over the real tokens (fast); unroll: converter on an "
-                        "unrolled graph (the quantized variants always use this)")
+    p.add_argument("--tflite-impl", choices=IMPLS, default="auto",
+                   help="graph of the float32/float16 files. stepwise: three small ops per step over all "
+                        "max_len steps; fused: the builtin sequence-RNN op over the real tokens only; auto "
+                        f"(default): stepwise unless max_len exceeds {STEPWISE_MAX_FILL_RATIO} x the test texts' "
+                        "mean token count; unroll: converter on an unrolled graph (the quantized variants "
+                        "always use this)")
     args = p.parse_args(argv)
     formats = list(FORMATS) if args.format == "all" else [args.format]
     if args.quantize is None:

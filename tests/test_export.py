@@ -72,6 +72,34 @@ def test_tflite_files_are_mobile_ready(tiny_exports):
         assert info["has_metadata"]
 
 
+def test_auto_picks_stepwise_when_texts_fill_max_len_and_fused_when_they_do_not():
+    from kerasrnn.export.tflite import choose_graph
+
+    ids = np.zeros((4, 40), np.int32)
+    ids[:, :10] = 5  # 10 real tokens in 40 steps: 40 > 2.5 x 10
+    assert choose_graph("auto", 40, ids) == "fused"
+    ids[:, :20] = 5  # 20 in 40
+    assert choose_graph("auto", 40, ids) == "stepwise"
+    assert choose_graph("auto", 40, None) == "stepwise"
+    assert choose_graph("fused", 40, ids) == "fused" and choose_graph("unroll", 10, ids) == "unroll"
+
+
+@pytest.mark.parametrize("impl", ["stepwise", "fused"])
+def test_each_float_tflite_graph_exports_with_parity(tmp_path, tiny_run, impl):
+    """Both hand-written graphs through the CLI: metadata, MediaPipe and the parity rules."""
+    out = tmp_path / "exports"
+    proc = run_cli(["tools/export.py", "--format", "tflite", "--quantize", "float16", "--tflite-impl", impl,
+                    "--run", str(tiny_run), "--out", str(out)])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    graphs = {name: entry["graph"] for name, entry in manifest["artifacts"]["tflite"].items() if name.endswith(".tflite")}
+    assert graphs["model.tflite"].startswith(impl) and graphs["model_float16.tflite"].startswith(impl)
+    proc = run_cli(["tools/check_parity.py", "--run", str(tiny_run), "--exports", str(out)])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    routes = {(r["artifact"], r["route"]) for r in json.loads((out / "parity.json").read_text())["results"]}
+    assert ("tflite/model.tflite", "mediapipe-text") in routes
+
+
 def test_check_parity_passes_and_writes_report(tiny_exports):
     proc = run_cli(["tools/check_parity.py", "--exports", str(tiny_exports)])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -168,9 +196,9 @@ def test_loop_onnx_export_option(tmp_path, tiny_run):
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("pooling", ["last", "mean", "max"])
-def test_native_onnx_and_fused_tflite_match_keras_for_every_architecture(pooling, num_layers, bidirectional,
+def test_hand_written_graphs_match_keras_for_every_architecture(pooling, num_layers, bidirectional,
                                                                           embed_dim):
-    """The hand-written graphs (ONNX RNN operator, TFLite fused RNN) for each model option, on
+    """The hand-written graphs (ONNX RNN operator, TFLite stepwise and fused) for each model option, on
     random weights large enough to saturate tanh, texts from 1 token to max_len; an embedding
     narrower and one wider than the first layer's input product (folded into the table: 12 > 2 x 5)."""
     import onnxruntime as ort
@@ -178,6 +206,7 @@ def test_native_onnx_and_fused_tflite_match_keras_for_every_architecture(pooling
 
     from kerasrnn.export.onnx_export import build_native
     from kerasrnn.export.tflite_fused import build_fused_tflite
+    from kerasrnn.export.tflite_stepwise import build_stepwise_tflite
     from kerasrnn.model import build_model, rebuild
 
     rng = np.random.default_rng(num_layers)
@@ -197,15 +226,16 @@ def test_native_onnx_and_fused_tflite_match_keras_for_every_architecture(pooling
     session = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
     assert np.abs(session.run(None, {"tokens": ids})[0] - expected).max() <= 1e-5
 
-    interpreter = Interpreter(model_content=build_fused_tflite(model, config))
-    interpreter.allocate_tensors()
-    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    got = []
-    for row in np.concatenate([ids, ids[::-1]]):  # twice, other order: no state may carry over
-        interpreter.set_tensor(inp["index"], row[None])
-        interpreter.invoke()
-        got.append(interpreter.get_tensor(out["index"])[0])
-    assert np.abs(np.array(got) - np.concatenate([expected, expected[::-1]])).max() <= 1e-5
+    for build in (build_stepwise_tflite, build_fused_tflite):
+        interpreter = Interpreter(model_content=build(model, config))
+        interpreter.allocate_tensors()
+        (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+        got = []
+        for row in np.concatenate([ids, ids[::-1]]):  # twice, other order: no state may carry over
+            interpreter.set_tensor(inp["index"], row[None])
+            interpreter.invoke()
+            got.append(interpreter.get_tensor(out["index"])[0])
+        assert np.abs(np.array(got) - np.concatenate([expected, expected[::-1]])).max() <= 1e-5, build.__name__
 
 
 def test_bidirectional_run_exports_to_every_format_with_parity(tmp_path, tiny_csv):

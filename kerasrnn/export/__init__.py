@@ -57,7 +57,7 @@ def _check_writable_target(out: Path) -> Path:
 
 
 def export_run(run: str | Path, out: str | Path, formats: list[str], quantize: list[str] | None = None,
-               onnx_impl: str = "rnn", tflite_impl: str = "fused", log=print) -> dict:
+               onnx_impl: str = "rnn", tflite_impl: str = "auto", log=print) -> dict:
     """Export `run` in `formats` into `out`; returns the new manifest."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from kerasrnn import backends

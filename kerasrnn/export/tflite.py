@@ -1,8 +1,10 @@
 """TFLite for phones: builtin ops only, one subgraph, int32 [1, max_len] in, MediaPipe metadata.
 
 Keras's own LiteRT export keeps SimpleRNN's while loop, which needs Flex TensorList ops that the
-standard interpreter refuses. float32 and float16 files are written directly as a fused-RNN graph
-(see tflite_fused.py); the quantized variants come from the converter on an unrolled copy of the
+standard interpreter refuses. float32 and float16 files are written directly, as one of two graphs:
+stepwise (tflite_stepwise.py: every step as three small vectorised ops) or fused (tflite_fused.py:
+the builtin sequence-RNN op over the real tokens only); `choose_graph` picks by how much of max_len
+the texts fill. The quantized variants come from the converter on an unrolled copy of the
 model with a static batch of 1 (same weights): a straight-line graph of builtin ops. `from_keras_model` is used because a
 converter fed `from_concrete_functions` on a wrapped Keras 3 model was seen to return a constant
 output without any error; the parity check after export is what guards against such routes.
@@ -20,6 +22,25 @@ from kerasrnn.errors import UserError
 from kerasrnn.export import mediapipe_metadata as mpm
 
 QUANTIZATIONS = ("float16", "dynamic", "int8")
+IMPLS = ("auto", "stepwise", "fused", "unroll")
+GRAPHS = {"stepwise": "stepwise: FULLY_CONNECTED, ADD, TANH per step over max_len steps",
+          "fused": "fused UNIDIRECTIONAL_SEQUENCE_RNN over the real tokens",
+          "unroll": "converter on the unrolled Keras model"}
+# Measured with LiteRT on x86 at 64 units (README, performance): a stepwise step costs about 1 us
+# whether it holds a token or padding; a fused step about 2.5 us, but only real tokens are run.
+# So stepwise is faster while max_len is under about 2.5 x the mean number of real tokens.
+STEPWISE_MAX_FILL_RATIO = 2.5
+
+
+def choose_graph(impl: str, max_len: int, ids: np.ndarray | None) -> str:
+    """The graph for the float files: `impl` itself, or for "auto" the one expected to be faster on
+    these ids (the run's test texts): stepwise unless the texts fill little of max_len."""
+    if impl != "auto":
+        return impl
+    if ids is None or not len(ids):
+        return "stepwise"
+    mean_tokens = float((np.asarray(ids) != 0).sum(axis=1).mean())
+    return "stepwise" if max_len <= STEPWISE_MAX_FILL_RATIO * max(mean_tokens, 1.0) else "fused"
 
 
 def _convert(model_b1, variant: str, calibration_ids: np.ndarray | None) -> bytes:
@@ -69,14 +90,20 @@ def check_mobile_ready(data: bytes, max_len: int, num_classes: int, name: str) -
 
 
 def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Path, variants: list[str],
-                  calibration_texts: list[str], source_run: str, impl: str = "fused") -> dict:
-    """float32 and float16 use the fused-RNN graph (impl="fused") unless impl="unroll"; the dynamic
-    and int8 variants always go through the converter's quantizer on the unrolled graph."""
+                  calibration_texts: list[str], source_run: str, impl: str = "auto") -> dict:
+    """float32 and float16 use the graph `choose_graph` names (stepwise, fused or unroll); the
+    dynamic and int8 variants always go through the converter's quantizer on the unrolled graph."""
     from kerasrnn.export.tflite_fused import build_fused_tflite
+    from kerasrnn.export.tflite_stepwise import build_stepwise_tflite
     from kerasrnn.model import rebuild
+
+    if impl not in IMPLS:
+        raise UserError(f"--tflite-impl: unknown graph {impl!r}; choose from {', '.join(IMPLS)}")
 
     unrolled = rebuild(model, config, unroll=True, batch_size=1, sanitize_ids=True)
     calibration = tokenizer.encode(calibration_texts[:200]) if calibration_texts else None
+    graph = choose_graph(impl, config["max_len"], calibration)
+    builders = {"stepwise": build_stepwise_tflite, "fused": build_fused_tflite}
     vocab = ("\n".join(tokenizer.vocab_lines()) + "\n").encode("utf-8")
     label_file = ("\n".join(labels) + "\n").encode("utf-8")
     metadata = mpm.build_metadata(
@@ -88,9 +115,9 @@ def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Pa
     for variant in ["float32", *variants]:
         if variant == "int8" and calibration is None:
             raise UserError("int8 needs calibration texts: the run folder has no test_split.jsonl")
-        fused = impl == "fused" and variant in ("float32", "float16")
-        if fused:
-            raw = build_fused_tflite(model, config, float16=variant == "float16")
+        used = graph if variant in ("float32", "float16") else "unroll"
+        if used in builders:
+            raw = builders[used](model, config, float16=variant == "float16")
         else:
             raw = _convert(unrolled, variant, calibration)
         name = "model.tflite" if variant == "float32" else f"model_{variant}.tflite"
@@ -98,7 +125,7 @@ def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Pa
         data = mpm.attach(raw, metadata, {"vocab.txt": vocab, "labels.txt": label_file})
         (out_dir / name).write_bytes(data)
         files[name] = {"path": f"tflite/{name}", "quantization": variant, "ops": info["ops"],
-                       "graph": "fused UNIDIRECTIONAL_SEQUENCE_RNN over real tokens" if fused else "unrolled",
+                       "graph": GRAPHS[used],
                        "inputs": {"input": {"dtype": "int32", "shape": [1, config["max_len"]]}},
                        "outputs": {"probabilities": {"dtype": info["outputs"][0]["dtype"],
                                                      "shape": [1, len(labels)]}}}
