@@ -6,7 +6,7 @@
   nn.RNN on the same token ids, sizes, pooling, batch and epochs, masked correctly with packed
   sequences; each trainer in its own process pinned to one core (PyTorch skipped if missing);
 - inference, one thread each: Keras, SavedModel, ONNX Runtime (tf2onnx Loop export and our native
-  RNN export), LiteRT (fused and unrolled float32, float16, dynamic, int8): latency at batch 1
+  RNN export), LiteRT (stepwise, fused and unrolled float32, float16, dynamic, int8): latency at batch 1
   (median, p99) and throughput at batch 64, on real texts; file sizes; memory added by each.
 
 Writes bench.json, bench.md and bench.png. A benchmark, not a test: a smoke test runs --quick.
@@ -58,6 +58,10 @@ def _synthetic(spec: str):
     return build_model(**config), config, tokenizer, data.texts, ["ham", "spam"]
 
 
+TFLITE_ROWS = {"stepwise": "TFLite stepwise float32", "fused": "TFLite fused-RNN float32",
+               "unroll": "TFLite unrolled float32 (naive)"}
+
+
 def _export_all(model, config, tokenizer, labels, texts, folder: Path, log) -> dict[str, Path]:
     """Every file the benchmark compares, from the same weights."""
     from kerasrnn.export.onnx_export import export_onnx
@@ -72,11 +76,11 @@ def _export_all(model, config, tokenizer, labels, texts, folder: Path, log) -> d
     for impl, name in (("rnn", "ONNX native RNN (ours)"), ("loop", "ONNX tf2onnx Loop (stock)")):
         export_onnx(model, config, tokenizer, labels, folder / f"{impl}.onnx", impl, "bench")
         files[name] = folder / f"{impl}.onnx"
-    log("exporting TFLite (fused, unrolled, quantized) ...")
+    log("exporting TFLite (stepwise, fused, unrolled, quantized) ...")
     export_tflite(model, config, tokenizer, labels, folder / "tfl", ["float16", "dynamic", "int8"], texts, "bench")
-    export_tflite(model, config, tokenizer, labels, folder / "naive", [], texts, "bench", impl="unroll")
-    files["TFLite fused float32 (ours)"] = folder / "tfl/model.tflite"
-    files["TFLite unrolled float32 (naive)"] = folder / "naive/model.tflite"
+    for impl in ("stepwise", "fused", "unroll"):
+        export_tflite(model, config, tokenizer, labels, folder / impl, [], texts, "bench", impl=impl)
+        files[TFLITE_ROWS[impl]] = folder / impl / "model.tflite"
     for v in ("float16", "dynamic", "int8"):
         files[f"TFLite {v}"] = folder / f"tfl/model_{v}.tflite"
     return files
@@ -320,7 +324,9 @@ def to_markdown(result: dict) -> str:
                      f"{r['batch64_samples_per_s']:,.0f} | {size} | {r['rss_added_mb']} |")
     ratios = result.get("ratios", {})
     if ratios:
-        lines += ["", "| ratio | value |", "| --- | ---: |"]
+        lines += ["", f"Ours for TFLite: the {result['tflite_graph']} graph, which `tools/export.py` writes for "
+                      f"this model (texts fill {result['mean_real_tokens']:.1f} of {m['max_len']} steps on average).",
+                  "", "| ratio | value |", "| --- | ---: |"]
         lines += [f"| {k} | {v:.2f}x |" for k, v in ratios.items()]
     t = result.get("training")
     if t:
@@ -346,6 +352,7 @@ def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, tr
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from kerasrnn.data import load_dataset
+    from kerasrnn.export.tflite import choose_graph
 
     if synthetic:
         model, config, tokenizer, texts, labels = _synthetic(synthetic)
@@ -363,7 +370,9 @@ def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, tr
     result = {"model": {"description": description, **{k: config[k] for k in
                                                          ("vocab_size", "max_len", "embed_dim", "units")}},
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-              "mean_real_tokens": float((ids != 0).sum(1).mean()), "quick": quick}
+              "mean_real_tokens": float((ids != 0).sum(1).mean()), "quick": quick,
+              # the graph `tools/export.py` writes for this model by default (--tflite-impl auto)
+              "tflite_graph": choose_graph("auto", config["max_len"], tokenizer.encode(texts[:200]))}
     with tempfile.TemporaryDirectory() as tmp:
         files = _export_all(model, config, tokenizer, labels, texts[:200], Path(tmp), log)
         log("inference (one thread):")
@@ -374,7 +383,7 @@ def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, tr
         "ONNX batch 1: stock Loop / ours": med("ONNX tf2onnx Loop (stock)") / med("ONNX native RNN (ours)"),
         "ONNX batch 64 throughput: ours / stock": by["ONNX native RNN (ours)"]["batch64_samples_per_s"]
         / by["ONNX tf2onnx Loop (stock)"]["batch64_samples_per_s"],
-        "TFLite batch 1: unrolled / fused": med("TFLite unrolled float32 (naive)") / med("TFLite fused float32 (ours)"),
+        "TFLite batch 1: unrolled / ours": med(TFLITE_ROWS["unroll"]) / med(TFLITE_ROWS[result["tflite_graph"]]),
     }
     if train:
         data = load_dataset(None)

@@ -13,11 +13,13 @@ def test_bench_quick_writes_every_format(tmp_path):
     result = json.loads((out / "bench.json").read_text())
     formats = {row["format"] for row in result["inference"]}
     assert {"Keras (tf.function)", "SavedModel", "ONNX native RNN (ours)", "ONNX tf2onnx Loop (stock)",
-            "TFLite fused float32 (ours)", "TFLite unrolled float32 (naive)", "TFLite int8"} <= formats
+            "TFLite stepwise float32", "TFLite fused-RNN float32", "TFLite unrolled float32 (naive)",
+            "TFLite int8"} <= formats
     for row in result["inference"]:
         assert row["batch1"]["median_us"] > 0 and row["batch64_samples_per_s"] > 0
     assert set(result["ratios"]) == {"ONNX batch 1: stock Loop / ours", "ONNX batch 64 throughput: ours / stock",
-                                     "TFLite batch 1: unrolled / fused"}
+                                     "TFLite batch 1: unrolled / ours"}
+    assert result["tflite_graph"] in ("stepwise", "fused")
     trainers = result["training"]["trainers"]
     for name in ("Keras on JAX (kerasrnn.train default)", "Keras on TensorFlow"):
         assert trainers[name]["samples_per_s"] > 0, trainers[name]
