@@ -72,10 +72,15 @@ def epoch_checkpoint(partial: Path, config: dict, early_stopping, state: dict | 
                 self.early_stopping.best, self.early_stopping.wait = es["best"], es["wait"]
                 self.early_stopping.best_epoch = es["best_epoch"]
                 if (self.partial / BEST_WEIGHTS).is_file():
-                    current = self.model.get_weights()
+                    # The file holds the optimizer's state too: put back the last epoch's, not
+                    # only its model weights, or training resumes with the best epoch's Adam moments.
+                    optimizer = self.model.optimizer.variables if self.model.optimizer is not None else []
+                    current, current_optimizer = self.model.get_weights(), [v.numpy() for v in optimizer]
                     self.model.load_weights(self.partial / BEST_WEIGHTS)
                     self.early_stopping.best_weights = self.model.get_weights()
                     self.model.set_weights(current)
+                    for variable, value in zip(optimizer, current_optimizer, strict=True):
+                        variable.assign(value)
 
         def on_epoch_end(self, epoch, logs=None):
             es = self.early_stopping

@@ -90,6 +90,45 @@ def test_a_checkpoint_from_before_an_option_existed_resumes_with_its_default(tmp
         load_state(tmp_path, {**config, "bidirectional": True})
 
 
+def test_resume_keeps_the_last_epochs_optimizer_state_when_an_earlier_epoch_was_best(tmp_path):
+    """Resuming reads the best epoch's weights for early stopping; the optimizer must keep the
+    last epoch's state (Adam moments, step count), or the resumed run drifts from the straight one."""
+    import keras
+
+    from kerasrnn.checkpoint import BEST_WEIGHTS, LAST_WEIGHTS, epoch_checkpoint, restore
+    from kerasrnn.model import build_model
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(1, 50, (64, 8)).astype(np.int32), rng.integers(0, 2, 64).astype(np.int32)
+
+    def compiled():
+        model = build_model(50, 2, 8, embed_dim=4, units=4, pooling="max")
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+        return model
+
+    model = compiled()
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    model.save_weights(tmp_path / BEST_WEIGHTS)
+    best = model.get_weights()
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    model.save_weights(tmp_path / LAST_WEIGHTS)
+    last, last_optimizer = model.get_weights(), [v.numpy() for v in model.optimizer.variables]
+
+    resumed = compiled()
+    restore(resumed, tmp_path, {})
+    early = keras.callbacks.EarlyStopping(restore_best_weights=True)
+    state = {"epochs_done": 3, "history": [], "stopped": False,
+             "early_stopping": {"best": 0.1, "wait": 2, "best_epoch": 0}}
+    callback = epoch_checkpoint(tmp_path, {}, early, state)
+    callback.set_model(resumed)
+    callback.on_train_begin()
+    assert all(np.array_equal(a, b) for a, b in zip(early.best_weights, best, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(resumed.get_weights(), last, strict=True))
+    got = [v.numpy() for v in resumed.optimizer.variables]
+    assert len(got) == len(last_optimizer) and all(np.array_equal(a, b) for a, b in zip(got, last_optimizer))
+    assert int(resumed.optimizer.iterations.numpy()) == 12  # 3 epochs of 4 batches, not the best epoch's 4
+
+
 def test_export_killed_midway_leaves_previous_exports_valid(tmp_path, tiny_run, tiny_exports):
     out = tmp_path / "exports"
     shutil.copytree(tiny_exports, out)
