@@ -213,11 +213,12 @@ def training_child(folder: str, trainer: str) -> None:
 
 
 def _keras_fit_rate(config, x, y, epochs, batch) -> dict:
-    """model.fit as kerasrnn.train runs it on this backend (tf.data input; TensorFlow trims batches)."""
+    """model.fit as kerasrnn.train runs it on this backend (tf.data under TensorFlow, numpy batches
+    under JAX; batches cut to their texts' length)."""
     import keras
 
     from kerasrnn.model import build_model, model_kwargs
-    from kerasrnn.train import _trim_batches, make_dataset, steps_per_epoch
+    from kerasrnn.train import _trim_batches, steps_per_epoch, training_input
 
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -228,7 +229,7 @@ def _keras_fit_rate(config, x, y, epochs, batch) -> dict:
     model = build_model(**{**model_kwargs(config), "max_len": None if trim else x.shape[1]})
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     timer = _epoch_timer()
-    ds = make_dataset(x, y, batch, True, 0, None, 0, epochs, trim=trim)
+    ds = training_input(x, y, batch, 0, None, 0, epochs, trim)
     model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch(len(x), batch), callbacks=[timer], verbose=0)
     steady = timer.times[1:] or timer.times  # the first epoch includes tracing / compilation
     return {"samples_per_s": float(len(x) / np.median(steady)), "epoch_seconds": [round(t, 3) for t in timer.times],

@@ -146,6 +146,32 @@ def test_batches_are_cut_to_their_longest_text_or_its_bucket():
             assert np.array_equal(bx, x[by][:, :width]) and not x[by][:, width:].any()
 
 
+def test_numpy_batches_cut_like_tf_data_and_resume_at_any_epoch():
+    from kerasrnn.train import numpy_batches
+
+    rng = np.random.default_rng(1)
+    x = np.zeros((100, 200), np.int32)
+    for i, n in enumerate(rng.integers(1, 120, 100)):
+        x[i, :n] = rng.integers(3, 50, n)
+    y = np.arange(100, dtype=np.int32)
+    weights = np.linspace(0.5, 1.5, 100).astype(np.float32)
+    run = list(numpy_batches(x, y, 16, 7, weights, 0, 3, "buckets"))
+    assert len(run) == 3 * 7  # 100 rows in batches of 16, three epochs
+    for epoch in range(3):
+        seen = np.concatenate([by for _, by, _ in run[epoch * 7:(epoch + 1) * 7]])
+        assert sorted(seen) == list(range(100))  # every row once per epoch
+    orders = [np.concatenate([by for _, by, _ in run[e * 7:(e + 1) * 7]]) for e in range(3)]
+    assert not np.array_equal(orders[0], orders[1])  # reshuffled each epoch
+    for bx, by, bw in run:
+        longest, width = int((x[by] != 0).sum(1).max()), bx.shape[1]
+        assert width in {32, 64, 200} and width >= longest
+        assert len(by) == 16 or width == 200  # the short last batch keeps the full length
+        assert np.array_equal(bx, x[by][:, :width]) and not x[by][:, width:].any()
+        assert np.array_equal(bw, weights[by])
+    resumed = list(numpy_batches(x, y, 16, 7, weights, 2, 3, "buckets"))
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(resumed, run[14:], strict=True))
+
+
 def test_optimizer_schedule_and_clipping():
     from kerasrnn.train import COSINE_FLOOR, DEFAULTS, make_optimizer, steps_per_epoch
 
