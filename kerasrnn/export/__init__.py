@@ -104,8 +104,15 @@ def export_run(run: str | Path, out: str | Path, formats: list[str], quantize: l
         for r in results:
             log("  " + parity.format_row(r))
         if failed:
+            from kerasrnn.export.tflite import QUANTIZATIONS
+
+            hint = ""
+            failed_variants = {v for r in failed for v in QUANTIZATIONS if r.artifact.endswith(f"model_{v}.tflite")}
+            if failed_variants:  # a quantized file can be left out; the others still ship
+                keep = [v for v in (quantize or []) if v not in failed_variants] or ["none"]
+                hint = f"; to export without it: --quantize {','.join(keep)}"
             raise ParityError("; ".join(f"{r.artifact} ({r.route}): {', '.join(r.reasons)}" for r in failed)
-                              + f" -- nothing in {out} was changed")
+                              + f" -- nothing in {out} was changed" + hint)
         manifest = _swap_in(staging, out, formats, info, details)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
