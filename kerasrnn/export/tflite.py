@@ -100,7 +100,6 @@ def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Pa
     if impl not in IMPLS:
         raise UserError(f"--tflite-impl: unknown graph {impl!r}; choose from {', '.join(IMPLS)}")
 
-    unrolled = rebuild(model, config, unroll=True, batch_size=1, sanitize_ids=True)
     calibration = tokenizer.encode(calibration_texts[:200]) if calibration_texts else None
     graph = choose_graph(impl, config["max_len"], calibration)
     builders = {"stepwise": build_stepwise_tflite, "fused": build_fused_tflite}
@@ -110,7 +109,7 @@ def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Pa
         tokenizer.delim_regex, labels, name="kerasrnn text classifier",
         description=f"SimpleRNN text classifier ({len(labels)} labels) trained by kerasrnn; run {source_run}",
         version="1")
-    files = {}
+    files, unrolled = {}, None
     out_dir.mkdir(parents=True, exist_ok=True)
     for variant in ["float32", *variants]:
         if variant == "int8" and calibration is None:
@@ -118,7 +117,9 @@ def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Pa
         used = graph if variant in ("float32", "float16") else "unroll"
         if used in builders:
             raw = builders[used](model, config, float16=variant == "float16")
-        else:
+        else:  # the converter's input, built once and only when a variant needs it
+            if unrolled is None:
+                unrolled = rebuild(model, config, unroll=True, batch_size=1, sanitize_ids=True)
             raw = _convert(unrolled, variant, calibration)
         name = "model.tflite" if variant == "float32" else f"model_{variant}.tflite"
         info = check_mobile_ready(raw, config["max_len"], len(labels), name)
