@@ -93,6 +93,13 @@ def rnn_weights(model: keras.Model, num_layers: int) -> list[list[tuple]]:
     return layers
 
 
+def input_product_table(embedding: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """Every vocabulary word's embedding times a layer's input kernel (+ bias), in float64 then
+    float32: the per-step input product, taken once per word at export instead of per token."""
+    table = embedding.astype(np.float64) @ kernel.astype(np.float64)
+    return (table if bias is None else table + bias).astype(np.float32)
+
+
 def export_weights(model: keras.Model, num_layers: int):
     """What the hand-written export graphs use: the embedding table, and per layer and direction
     (forward[, backward]) the (kernel, recurrent, bias) of Keras, the first layer folded.
@@ -110,7 +117,7 @@ def export_weights(model: keras.Model, num_layers: int):
     width = units * len(first)
     if embedding.shape[1] <= width:
         return embedding, layers
-    table = np.concatenate([embedding.astype(np.float64) @ k.astype(np.float64) for k, _, _ in first], axis=1)
+    table = np.concatenate([input_product_table(embedding, k) for k, _, _ in first], axis=1)
     identity = np.eye(width, dtype=np.float32)
     layers[0] = [(identity[:, d * units:(d + 1) * units], r, b) for d, (_, r, b) in enumerate(first)]
-    return table.astype(np.float32), layers
+    return table, layers

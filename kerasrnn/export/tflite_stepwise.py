@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from kerasrnn.export.tflite_graph import BOOL, F32, I32, GraphBuilder, Op, Opt, T, classifier_head, options, token_prelude
-from kerasrnn.model import rnn_weights
+from kerasrnn.model import input_product_table, rnn_weights
 
 PAD_PENALTY = -4.0  # added to padded steps before max pooling: tanh outputs lie in (-1, 1)
 
@@ -80,16 +80,16 @@ def build_stepwise_tflite(model, config: dict, float16: bool = False) -> bytes:
     flat_ids = g.tensor("ids_flat", [max_len], I32)
     g.op(Op.RESHAPE, [ids, g.constant("shape_steps", np.array([max_len], np.int32))], [flat_ids],
          Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[max_len]))
-    embedding = model.get_layer("embedding").get_weights()[0].astype(np.float64)
+    embedding = model.get_layer("embedding").get_weights()[0]
 
     x = None  # the previous layer's outputs [max_len, width], in text order
     for i, directions in enumerate(layers):
         outputs = []  # per direction, in its own reading order
         for name, (kernel, recurrent, bias) in zip(["forward", "backward"], directions):
             prefix = f"rnn_{i}" if len(directions) == 1 else f"rnn_{i}/{name}"
-            if i == 0:  # the input product of every word, taken once at export (float64, then float32)
+            if i == 0:  # the input product of every word, taken once at export
                 products = g.tensor(f"{prefix}/input_products", [max_len, units])
-                table = (embedding @ kernel.astype(np.float64) + bias).astype(np.float32)
+                table = input_product_table(embedding, kernel, bias)
                 g.op(Op.GATHER, [g.weight(f"{prefix}/table", table), flat_ids], [products],
                      Opt.GatherOptions, options(T.GatherOptionsT, axis=0))
             else:  # one matrix product over all steps
