@@ -373,7 +373,7 @@ def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, tr
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
               "mean_real_tokens": float((ids != 0).sum(1).mean()), "quick": quick,
               # the graph `tools/export.py` writes for this model by default (--tflite-impl auto)
-              "tflite_graph": choose_graph("auto", config["max_len"], tokenizer.encode(texts[:200]))}
+              "tflite_graph": choose_graph("auto", config["max_len"], ids[:200])}  # export's calibration texts
     with tempfile.TemporaryDirectory() as tmp:
         files = _export_all(model, config, tokenizer, labels, texts[:200], Path(tmp), log)
         log("inference (one thread):")
