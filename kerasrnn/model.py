@@ -12,9 +12,10 @@ import warnings
 import keras
 import numpy as np
 
+from kerasrnn import pooling as poolings
 from kerasrnn.tokenizer import UNKNOWN_ID
 
-POOLINGS = ("last", "max", "mean")
+POOLINGS = poolings.POOLINGS  # kept for old imports; the choices live in kerasrnn.pooling
 # Keras warns whenever our max-pooling layer is built or loaded with a mask; see build_model for why
 # ignoring the mask is correct there.
 warnings.filterwarnings("ignore", message="Layer 'pool' .*does not support masking")
@@ -25,8 +26,7 @@ def build_model(vocab_size: int, num_classes: int, max_len: int | None, embed_di
                 unroll: bool = False, batch_size: int | None = None, sanitize_ids: bool = False) -> keras.Model:
     """`max_len=None` accepts any sequence length (training on trimmed batches).
     `sanitize_ids` (export graphs only): ids outside [0, vocab_size) are read as <UNKNOWN>."""
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+    pool = poolings.choose(pooling, _POOLS)  # fails on an unknown name before anything is built
     tokens = keras.Input(shape=(max_len,), batch_size=batch_size, dtype="int32", name="tokens")
     ids = tokens
     if sanitize_ids:
@@ -42,24 +42,36 @@ def build_model(vocab_size: int, num_classes: int, max_len: int | None, embed_di
         # Bidirectional concatenates [forward, backward]; its backward layer reads each text's real
         # tokens from the last to the first (the padding, reversed to the front, is masked).
         x = keras.layers.Bidirectional(rnn, name=f"rnn_{i}")(x) if bidirectional else rnn(x)
-    if pooling == "max" and bidirectional:
+    x = pool(x, ids, bidirectional)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    probabilities = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(tokens, probabilities, name="kerasrnn")
+
+
+def _pool_last(x, ids, bidirectional: bool):
+    return x  # the last RNN layer already returns only its final state (return_sequences=False)
+
+
+def _pool_max(x, ids, bidirectional: bool):
+    if bidirectional:
         # Bidirectional outputs 0 on padded steps (it forces zero_output_for_mask), so those steps
         # are lifted out of the max: outputs are tanh values in (-1, 1), -2 is below all of them.
         # A row without a single token (hand-made ids only) pools to 0, as the other layouts do.
         valid = keras.ops.not_equal(ids, 0)
         x = keras.ops.where(keras.ops.expand_dims(valid, -1), x, -2.0)
         x = keras.layers.GlobalMaxPooling1D(name="pool")(x)
-        x = x * keras.ops.expand_dims(keras.ops.cast(keras.ops.any(valid, axis=1), x.dtype), -1)
-    elif pooling == "max":
-        # The layer ignores the mask, which is right here: Keras's RNN repeats the last real output
-        # over the padding, so the max over all steps is the max over the real ones.
-        x = keras.layers.GlobalMaxPooling1D(name="pool")(x)
-    elif pooling == "mean":
-        x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="dropout")(x)
-    probabilities = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(tokens, probabilities, name="kerasrnn")
+        return x * keras.ops.expand_dims(keras.ops.cast(keras.ops.any(valid, axis=1), x.dtype), -1)
+    # The layer ignores the mask, which is right here: Keras's RNN repeats the last real output
+    # over the padding, so the max over all steps is the max over the real ones.
+    return keras.layers.GlobalMaxPooling1D(name="pool")(x)
+
+
+def _pool_mean(x, ids, bidirectional: bool):
+    return keras.layers.GlobalAveragePooling1D(name="pool")(x)
+
+
+_POOLS = {"last": _pool_last, "max": _pool_max, "mean": _pool_mean}
 
 
 def model_kwargs(config: dict) -> dict:

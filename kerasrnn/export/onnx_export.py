@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasrnn import pooling as pooling_mod
 from kerasrnn.model import export_weights
 from kerasrnn.tokenizer import UNKNOWN_ID
 
@@ -29,6 +30,7 @@ def build_native(model, config: dict):
     from onnx import TensorProto, helper, numpy_helper
 
     max_len, units, pooling = config["max_len"], config["units"], config["pooling"]
+    pool = pooling_mod.choose(pooling, _POOLS)  # an unknown pooling fails before any node is written
     emb, layers = export_weights(model, config["num_layers"])  # first layer folded into the table
     dense_w, dense_b = (w.astype(np.float32) for w in model.get_layer("probabilities").get_weights())
     inits = [numpy_helper.from_array(emb, "embedding"),
@@ -73,43 +75,9 @@ def build_native(model, config: dict):
         x = f"x_{i + 1}"
     if bidirectional:
         inits.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape_tb_"))
-    last = config["num_layers"] - 1
-    if pooling == "last" and bidirectional:  # Yh [2, B, H] -> [B, 2H]
-        nodes += [helper.make_node("Transpose", [f"Yh_{last}"], ["h_t"], perm=[1, 0, 2]),
-                  helper.make_node("Reshape", ["h_t", "shape_b_"], ["features"])]
-        inits.append(numpy_helper.from_array(np.array([0, -1], np.int64), "shape_b_"))
-    elif pooling == "last":
-        nodes.append(helper.make_node("Squeeze", [f"Yh_{last}", "axis0"], ["features"]))  # [B, H]
-    elif pooling == "mean":
-        # RNN outputs past each sequence's length are 0, so the sum over time is the valid sum.
-        nodes += [helper.make_node("ReduceSum", [x, "axis0"], ["y_sum"], keepdims=0),
-                  helper.make_node("Cast", ["seq_lens"], ["lens_f"], to=TensorProto.FLOAT),
-                  helper.make_node("Unsqueeze", ["lens_f", "axis1"], ["lens_col"]),
-                  helper.make_node("Max", ["lens_col", "one_f"], ["lens_safe"]),
-                  helper.make_node("Div", ["y_sum", "lens_safe"], ["features"])]
-        inits.append(numpy_helper.from_array(np.array(1.0, np.float32), "one_f"))
-    elif pooling == "max" and bidirectional:
-        # The Keras model lifts padded steps out of the max with -2 (below any tanh output) and
-        # pools a row without tokens to 0 (see kerasrnn.model).
-        nodes += [helper.make_node("Transpose", ["valid"], ["valid_t"], perm=[1, 0]),          # [T, B]
-                  helper.make_node("Unsqueeze", ["valid_t", "axis_neg1"], ["valid_e"]),        # [T, B, 1]
-                  helper.make_node("Where", ["valid_e", x, "minus_two"], ["y_masked"]),
-                  helper.make_node("ReduceMax", ["y_masked"], ["y_max"], axes=[0], keepdims=0),
-                  helper.make_node("Greater", ["seq_lens", "zero_i32"], ["has_tokens"]),
-                  helper.make_node("Cast", ["has_tokens"], ["has_tokens_f"], to=TensorProto.FLOAT),
-                  helper.make_node("Unsqueeze", ["has_tokens_f", "axis1"], ["has_tokens_col"]),
-                  helper.make_node("Mul", ["y_max", "has_tokens_col"], ["features"])]
-        inits += [numpy_helper.from_array(np.array([-1], np.int64), "axis_neg1"),
-                  numpy_helper.from_array(np.array(-2.0, np.float32), "minus_two")]
-    elif pooling == "max":
-        # Keras repeats the last valid output over the padding, so the max over valid steps equals
-        # the max over all steps there; here padded outputs are 0, so mask them to the last state.
-        nodes += [helper.make_node("Transpose", ["valid"], ["valid_t"], perm=[1, 0]),          # [T, B]
-                  helper.make_node("Unsqueeze", ["valid_t", "axis_neg1"], ["valid_e"]),        # [T, B, 1]
-                  helper.make_node("Squeeze", [f"Yh_{last}", "axis0"], ["h_last"]),
-                  helper.make_node("Where", ["valid_e", x, "h_last"], ["y_masked"]),
-                  helper.make_node("ReduceMax", ["y_masked"], ["features"], axes=[0], keepdims=0)]
-        inits.append(numpy_helper.from_array(np.array([-1], np.int64), "axis_neg1"))
+    pooled_nodes, pooled_inits = pool(x, f"Yh_{config['num_layers'] - 1}", bidirectional)
+    nodes += pooled_nodes
+    inits += pooled_inits
     nodes += [helper.make_node("MatMul", ["features", "dense_kernel"], ["logits_mm"]),
               helper.make_node("Add", ["logits_mm", "dense_bias"], ["logits"]),
               helper.make_node("Softmax", ["logits"], [OUTPUT], axis=-1)]
@@ -122,6 +90,60 @@ def build_native(model, config: dict):
         initializer=inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                              producer_name="kerasrnn")
+
+
+# Poolings over the RNN outputs x [T, B, W] (0 past each sequence's length) and the last layer's
+# final states h ([directions, B, H]) -> "features" [B, W]: (nodes, initializers) per name.
+
+def _pool_last(x: str, h: str, bidirectional: bool):
+    from onnx import helper, numpy_helper
+
+    if bidirectional:  # Yh [2, B, H] -> [B, 2H]
+        return ([helper.make_node("Transpose", [h], ["h_t"], perm=[1, 0, 2]),
+                 helper.make_node("Reshape", ["h_t", "shape_b_"], ["features"])],
+                [numpy_helper.from_array(np.array([0, -1], np.int64), "shape_b_")])
+    return [helper.make_node("Squeeze", [h, "axis0"], ["features"])], []  # [B, H]
+
+
+def _pool_mean(x: str, h: str, bidirectional: bool):
+    from onnx import TensorProto, helper, numpy_helper
+
+    # RNN outputs past each sequence's length are 0, so the sum over time is the valid sum.
+    return ([helper.make_node("ReduceSum", [x, "axis0"], ["y_sum"], keepdims=0),
+             helper.make_node("Cast", ["seq_lens"], ["lens_f"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["lens_f", "axis1"], ["lens_col"]),
+             helper.make_node("Max", ["lens_col", "one_f"], ["lens_safe"]),
+             helper.make_node("Div", ["y_sum", "lens_safe"], ["features"])],
+            [numpy_helper.from_array(np.array(1.0, np.float32), "one_f")])
+
+
+def _pool_max(x: str, h: str, bidirectional: bool):
+    from onnx import TensorProto, helper, numpy_helper
+
+    if bidirectional:
+        # The Keras model lifts padded steps out of the max with -2 (below any tanh output) and
+        # pools a row without tokens to 0 (see kerasrnn.model).
+        return ([helper.make_node("Transpose", ["valid"], ["valid_t"], perm=[1, 0]),          # [T, B]
+                 helper.make_node("Unsqueeze", ["valid_t", "axis_neg1"], ["valid_e"]),        # [T, B, 1]
+                 helper.make_node("Where", ["valid_e", x, "minus_two"], ["y_masked"]),
+                 helper.make_node("ReduceMax", ["y_masked"], ["y_max"], axes=[0], keepdims=0),
+                 helper.make_node("Greater", ["seq_lens", "zero_i32"], ["has_tokens"]),
+                 helper.make_node("Cast", ["has_tokens"], ["has_tokens_f"], to=TensorProto.FLOAT),
+                 helper.make_node("Unsqueeze", ["has_tokens_f", "axis1"], ["has_tokens_col"]),
+                 helper.make_node("Mul", ["y_max", "has_tokens_col"], ["features"])],
+                [numpy_helper.from_array(np.array([-1], np.int64), "axis_neg1"),
+                 numpy_helper.from_array(np.array(-2.0, np.float32), "minus_two")])
+    # Keras repeats the last valid output over the padding, so the max over valid steps equals
+    # the max over all steps there; here padded outputs are 0, so mask them to the last state.
+    return ([helper.make_node("Transpose", ["valid"], ["valid_t"], perm=[1, 0]),          # [T, B]
+             helper.make_node("Unsqueeze", ["valid_t", "axis_neg1"], ["valid_e"]),        # [T, B, 1]
+             helper.make_node("Squeeze", [h, "axis0"], ["h_last"]),
+             helper.make_node("Where", ["valid_e", x, "h_last"], ["y_masked"]),
+             helper.make_node("ReduceMax", ["y_masked"], ["features"], axes=[0], keepdims=0)],
+            [numpy_helper.from_array(np.array([-1], np.int64), "axis_neg1")])
+
+
+_POOLS = {"last": _pool_last, "max": _pool_max, "mean": _pool_mean}
 
 
 def build_loop(model, config: dict):

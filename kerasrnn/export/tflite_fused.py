@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kerasrnn import pooling
 from kerasrnn.export.tflite_graph import F32, I32, GraphBuilder, Op, Opt, T, classifier_head, options, token_prelude
 from kerasrnn.model import export_weights
 
@@ -83,6 +84,7 @@ def _rnn(g: GraphBuilder, x: int, flags: int, kernel, recurrent, bias, max_len: 
 
 def build_fused_tflite(model, config: dict, float16: bool = False) -> bytes:
     """The trained Keras model as a fused-RNN TFLite flatbuffer (no metadata yet)."""
+    pool = pooling.choose(config["pooling"], _POOLS)  # an unknown pooling fails before any op is written
     g = GraphBuilder(np.float16 if float16 else np.float32)
     max_len, units, vocab = config["max_len"], config["units"], config["vocab_size"]
     table, layers = export_weights(model, config["num_layers"])  # first layer folded into the table
@@ -130,24 +132,39 @@ def build_fused_tflite(model, config: dict, float16: bool = False) -> bytes:
 
     width = units * len(outputs)
     features = g.tensor("features", [1, width])
-    pooling = config["pooling"]
-    if pooling == "last":
-        # Each direction's final output is its last step in its own reading order.
-        last = g.tensor("last_index", [1], I32)
-        g.op(Op.SUB, [steps, one_v], [last], Opt.SubOptions, T.SubOptionsT())
-        picked = []
-        for d, seq in enumerate(outputs):
-            p = g.tensor(f"last_step_{d}", [1, 1, units])
-            g.op(Op.GATHER, [seq, last], [p], Opt.GatherOptions, options(T.GatherOptionsT, axis=1))
-            picked.append(p)
-        if len(picked) > 1:
-            both = g.tensor("last_steps", [1, 1, width])
-            g.op(Op.CONCATENATION, picked, [both], Opt.ConcatenationOptions, options(T.ConcatenationOptionsT, axis=2))
-            picked = [both]
-        g.op(Op.RESHAPE, [picked[0], g.tensor("shape_1h", [2], I32, np.array([1, width], np.int32))], [features],
-             Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[1, width]))
-    else:  # over the real steps only, which is what Keras's masked pooling computes
-        g.op(Op.MEAN if pooling == "mean" else Op.REDUCE_MAX, [x, one_v], [features],
-             Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=False))
+    pool(g, features, x, outputs, steps, one_v, width)
     probs = classifier_head(g, model, features, width, length)
     return g.finish([tokens], [probs], "kerasrnn fused SimpleRNN")
+
+
+# Poolings of the RNN outputs over the real steps -> features [1, width]. x: the last layer's
+# outputs [1, steps, width] in text order; outputs: per direction, in its own reading order.
+
+def _pool_last(g: GraphBuilder, features: int, x: int, outputs: list[int], steps: int, one_v: int, width: int):
+    # Each direction's final output is its last step in its own reading order.
+    units = width // len(outputs)
+    last = g.tensor("last_index", [1], I32)
+    g.op(Op.SUB, [steps, one_v], [last], Opt.SubOptions, T.SubOptionsT())
+    picked = []
+    for d, seq in enumerate(outputs):
+        p = g.tensor(f"last_step_{d}", [1, 1, units])
+        g.op(Op.GATHER, [seq, last], [p], Opt.GatherOptions, options(T.GatherOptionsT, axis=1))
+        picked.append(p)
+    if len(picked) > 1:
+        both = g.tensor("last_steps", [1, 1, width])
+        g.op(Op.CONCATENATION, picked, [both], Opt.ConcatenationOptions, options(T.ConcatenationOptionsT, axis=2))
+        picked = [both]
+    g.op(Op.RESHAPE, [picked[0], g.tensor("shape_1h", [2], I32, np.array([1, width], np.int32))], [features],
+         Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[1, width]))
+
+
+# mean and max: over the real steps only (x holds no others), which is what Keras's masked pooling computes
+def _pool_mean(g: GraphBuilder, features: int, x: int, outputs: list[int], steps: int, one_v: int, width: int):
+    g.op(Op.MEAN, [x, one_v], [features], Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=False))
+
+
+def _pool_max(g: GraphBuilder, features: int, x: int, outputs: list[int], steps: int, one_v: int, width: int):
+    g.op(Op.REDUCE_MAX, [x, one_v], [features], Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=False))
+
+
+_POOLS = {"last": _pool_last, "max": _pool_max, "mean": _pool_mean}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kerasrnn import pooling
 from kerasrnn.export.tflite_graph import BOOL, F32, I32, GraphBuilder, Op, Opt, T, classifier_head, options, token_prelude
 from kerasrnn.model import input_product_table, rnn_weights
 
@@ -73,6 +74,7 @@ def _steps(g: GraphBuilder, inputs: int, recurrent: np.ndarray, max_len: int, na
 
 def build_stepwise_tflite(model, config: dict, float16: bool = False) -> bytes:
     """The trained Keras model as a step-by-step TFLite flatbuffer (no metadata yet)."""
+    pool = pooling.choose(config["pooling"], _POOLS)  # an unknown pooling fails before any op is written
     g = GraphBuilder(np.float16 if float16 else np.float32)
     max_len, units, vocab = config["max_len"], config["units"], config["vocab_size"]
     layers = rnn_weights(model, config["num_layers"])
@@ -107,41 +109,66 @@ def build_stepwise_tflite(model, config: dict, float16: bool = False) -> bytes:
 
     width = units * len(outputs)
     features = g.tensor("features", [1, width])
-    pooling = config["pooling"]
-    if pooling == "last":
-        # Each direction's final output is the last real step in its own reading order.
-        last_raw, last = g.tensor("last_index_raw", [1], I32), g.tensor("last_index", [1], I32)
-        g.op(Op.SUB, [length, g.constant("one", np.array([1], np.int32))], [last_raw], Opt.SubOptions, T.SubOptionsT())
-        g.op(Op.MAXIMUM, [last_raw, g.constant("zero_index", np.array([0], np.int32))], [last])
-        picked = []
-        for d, seq in enumerate(outputs):
-            p = g.tensor(f"last_step_{d}", [1, units])
-            g.op(Op.GATHER, [seq, last], [p], Opt.GatherOptions, options(T.GatherOptionsT, axis=0))
-            picked.append(p)
-        if len(picked) == 1:
-            features = picked[0]
-        else:
-            g.op(Op.CONCATENATION, picked, [features], Opt.ConcatenationOptions, options(T.ConcatenationOptionsT, axis=1))
-    else:  # over the real steps only, which is what Keras's masked pooling computes
-        valid_column = g.tensor("valid_column", [max_len, 1], BOOL)
-        g.op(Op.RESHAPE, [valid, g.constant("shape_column", np.array([max_len, 1], np.int32))], [valid_column],
-             Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[max_len, 1]))
-        axis0 = g.constant("axis_0", np.array([0], np.int32))
-        if pooling == "max":
-            penalty, lifted = g.tensor("pad_penalty", [max_len, 1]), g.tensor("outputs_pad_lowered", [max_len, width])
-            g.op(Op.SELECT_V2, [valid_column, g.constant("no_penalty", np.array(0.0, np.float32)),
-                                g.constant("penalty", np.array(PAD_PENALTY, np.float32))], [penalty])
-            g.op(Op.ADD, [x, penalty], [lifted], Opt.AddOptions, T.AddOptionsT())
-            g.op(Op.REDUCE_MAX, [lifted, axis0], [features], Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=True))
-        else:
-            weight, masked, total = (g.tensor("valid_weight", [max_len, 1]), g.tensor("outputs_masked", [max_len, width]),
-                                     g.tensor("outputs_sum", [1, width]))
-            count, count_f = g.tensor("count", [1], I32), g.tensor("count_f", [1])
-            g.op(Op.CAST, [valid_column], [weight], Opt.CastOptions, options(T.CastOptionsT, inDataType=BOOL, outDataType=F32))
-            g.op(Op.MUL, [x, weight], [masked], Opt.MulOptions, T.MulOptionsT())
-            g.op(Op.SUM, [masked, axis0], [total], Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=True))
-            g.op(Op.MAXIMUM, [length, g.constant("one", np.array([1], np.int32))], [count])
-            g.op(Op.CAST, [count], [count_f], Opt.CastOptions, options(T.CastOptionsT, inDataType=I32, outDataType=F32))
-            g.op(Op.DIV, [total, count_f], [features], Opt.DivOptions, T.DivOptionsT())
+    features = pool(g, features, x, outputs, valid, length, max_len, width)
     probs = classifier_head(g, model, features, width, length)
     return g.finish([tokens], [probs], "kerasrnn stepwise SimpleRNN")
+
+
+# Poolings of the outputs over the real steps -> features [1, width]: x, the last layer's outputs
+# [max_len, width] in text order (padded steps computed but not real); outputs: per direction, in
+# its own reading order; valid: bool [1, max_len]; length: int32 [1]. Each returns the features.
+
+def _pool_last(g: GraphBuilder, features: int, x: int, outputs: list[int], valid: int, length: int,
+               max_len: int, width: int) -> int:
+    # Each direction's final output is the last real step in its own reading order.
+    units = width // len(outputs)
+    last_raw, last = g.tensor("last_index_raw", [1], I32), g.tensor("last_index", [1], I32)
+    g.op(Op.SUB, [length, g.constant("one", np.array([1], np.int32))], [last_raw], Opt.SubOptions, T.SubOptionsT())
+    g.op(Op.MAXIMUM, [last_raw, g.constant("zero_index", np.array([0], np.int32))], [last])
+    picked = []
+    for d, seq in enumerate(outputs):
+        p = g.tensor(f"last_step_{d}", [1, units])
+        g.op(Op.GATHER, [seq, last], [p], Opt.GatherOptions, options(T.GatherOptionsT, axis=0))
+        picked.append(p)
+    if len(picked) == 1:
+        return picked[0]
+    g.op(Op.CONCATENATION, picked, [features], Opt.ConcatenationOptions, options(T.ConcatenationOptionsT, axis=1))
+    return features
+
+
+def _valid_column(g: GraphBuilder, valid: int, max_len: int) -> tuple[int, int]:
+    """valid as a bool [max_len, 1] column, and the axis-0 constant the reductions use."""
+    valid_column = g.tensor("valid_column", [max_len, 1], BOOL)
+    g.op(Op.RESHAPE, [valid, g.constant("shape_column", np.array([max_len, 1], np.int32))], [valid_column],
+         Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[max_len, 1]))
+    return valid_column, g.constant("axis_0", np.array([0], np.int32))
+
+
+# mean and max: over the real steps only, which is what Keras's masked pooling computes
+def _pool_max(g: GraphBuilder, features: int, x: int, outputs: list[int], valid: int, length: int,
+              max_len: int, width: int) -> int:
+    valid_column, axis0 = _valid_column(g, valid, max_len)
+    penalty, lifted = g.tensor("pad_penalty", [max_len, 1]), g.tensor("outputs_pad_lowered", [max_len, width])
+    g.op(Op.SELECT_V2, [valid_column, g.constant("no_penalty", np.array(0.0, np.float32)),
+                        g.constant("penalty", np.array(PAD_PENALTY, np.float32))], [penalty])
+    g.op(Op.ADD, [x, penalty], [lifted], Opt.AddOptions, T.AddOptionsT())
+    g.op(Op.REDUCE_MAX, [lifted, axis0], [features], Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=True))
+    return features
+
+
+def _pool_mean(g: GraphBuilder, features: int, x: int, outputs: list[int], valid: int, length: int,
+               max_len: int, width: int) -> int:
+    valid_column, axis0 = _valid_column(g, valid, max_len)
+    weight, masked, total = (g.tensor("valid_weight", [max_len, 1]), g.tensor("outputs_masked", [max_len, width]),
+                             g.tensor("outputs_sum", [1, width]))
+    count, count_f = g.tensor("count", [1], I32), g.tensor("count_f", [1])
+    g.op(Op.CAST, [valid_column], [weight], Opt.CastOptions, options(T.CastOptionsT, inDataType=BOOL, outDataType=F32))
+    g.op(Op.MUL, [x, weight], [masked], Opt.MulOptions, T.MulOptionsT())
+    g.op(Op.SUM, [masked, axis0], [total], Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=True))
+    g.op(Op.MAXIMUM, [length, g.constant("one", np.array([1], np.int32))], [count])
+    g.op(Op.CAST, [count], [count_f], Opt.CastOptions, options(T.CastOptionsT, inDataType=I32, outDataType=F32))
+    g.op(Op.DIV, [total, count_f], [features], Opt.DivOptions, T.DivOptionsT())
+    return features
+
+
+_POOLS = {"last": _pool_last, "max": _pool_max, "mean": _pool_mean}
