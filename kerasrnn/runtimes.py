@@ -6,14 +6,12 @@ Used by `python -m kerasrnn.predict` and by the parity check, so both see the sa
 """
 from __future__ import annotations
 
-import io
-import json
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from kerasrnn import artifacts
 from kerasrnn.errors import UserError
 from kerasrnn.tokenizer import Tokenizer
 
@@ -73,13 +71,7 @@ class SavedModelRuntime(Runtime):
         self.text_fn = self.loaded.signatures.get("serve_text")
         spec = self.ids_fn.structured_input_signature[1]["tokens"]
         self.max_len = int(spec.shape[1])
-        meta = Path(path) / "assets"
-        self.labels = _read_lines(meta / "labels.txt") if (meta / "labels.txt").is_file() else []
-        self.tokenizer = None
-        tok_file = Path(path) / "assets" / "tokenizer.json"
-        if tok_file.is_file():
-            spec = json.loads(tok_file.read_text(encoding="utf-8"))
-            self.tokenizer = Tokenizer.load(meta / "vocab.txt", spec["max_len"], spec["delim_regex"])
+        self.labels, self.tokenizer = artifacts.savedmodel_extras(path)
 
     def predict_ids(self, ids):
         import tensorflow as tf
@@ -114,12 +106,7 @@ class OnnxRuntime(Runtime):
         self.session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.max_len = int(self.session.get_inputs()[0].shape[1])
-        self.labels = json.loads(meta["labels"]) if "labels" in meta else []
-        self.tokenizer = None
-        if "tokenizer" in meta and "vocab" in meta:
-            spec = json.loads(meta["tokenizer"])
-            self.tokenizer = Tokenizer.from_vocab_text(meta["vocab"], spec["max_len"], spec["delim_regex"],
-                                                       source=f"{path} (metadata 'vocab')")
+        self.labels, self.tokenizer = artifacts.onnx_extras(meta, path)
         self.metadata = meta
 
     def predict_ids(self, ids):
@@ -145,16 +132,7 @@ class TfliteRuntime(Runtime):
         self.output = self.interpreter.get_output_details()[0]
         self.output_scale, self.output_zero_point = self.output.get("quantization", (0.0, 0))
         self.max_len = int(self.input["shape"][1])
-        self.labels, self.tokenizer = [], None
-        files = _zip_members(data)
-        if "labels.txt" in files:
-            self.labels = [line for line in files["labels.txt"].decode("utf-8").split("\n") if line]
-        if "vocab.txt" in files:
-            from kerasrnn.export.mediapipe_metadata import read_tokenizer_options
-
-            delim = read_tokenizer_options(data)
-            self.tokenizer = Tokenizer.from_vocab_text(files["vocab.txt"].decode("utf-8"), self.max_len, delim,
-                                                       source=f"{path} (vocab.txt)")
+        self.labels, self.tokenizer = artifacts.tflite_extras(data, self.max_len, path)
 
     def predict_ids(self, ids):
         # Kept lean: at batch 1 a graph runs in tens of microseconds, so Python per call shows.
@@ -208,24 +186,11 @@ class MediaPipeRuntime(Runtime):
         self.classifier.close()
 
 
-def _read_lines(path: Path) -> list[str]:
-    return [line for line in Path(path).read_text(encoding="utf-8").split("\n") if line]
-
-
 def _read_model_bytes(path: Path) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-
-
-def _zip_members(data: bytes) -> dict[str, bytes]:
-    """Files packed after a .tflite flatbuffer (MediaPipe's associated files)."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            return {name: zf.read(name) for name in zf.namelist()}
-    except zipfile.BadZipFile:
-        return {}
 
 
 def open_model(path: str | Path, threads: int = 0) -> Runtime:

@@ -61,7 +61,7 @@ def test_savedmodel_signatures(tiny_exports, tiny_run):
 
 
 def test_tflite_files_are_mobile_ready(tiny_exports):
-    from kerasrnn.export.mediapipe_metadata import describe
+    from kerasrnn.artifacts import describe
 
     for f in sorted((tiny_exports / "tflite").glob("*.tflite")):
         info = describe(f.read_bytes())

@@ -4,7 +4,7 @@ mediapipe 1.2.3's metadata writer cannot be imported (its compiled helper is mis
 wheel), but the generated flatbuffer schemas ship with it. We build the same structure the writer
 would: one subgraph; the input tensor carries a RegexTokenizer process unit (delimiter regex +
 vocabulary file); the output tensor carries the labels file; both files are zipped onto the end of
-the model, which is how MediaPipe finds associated files.
+the model, which is how MediaPipe finds associated files. Reading them back: kerasrnn.artifacts.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import numpy as np
 from mediapipe.tasks.metadata import metadata_schema_py_generated as md
 from mediapipe.tasks.metadata import schema_py_generated as tfl
 
-METADATA_FIELD = b"TFLITE_METADATA"
+from kerasrnn.artifacts import METADATA_FIELD
+
 # The RegexTokenizer process unit needs metadata parser 1.2.1 or newer.
 MIN_PARSER_VERSION = b"1.2.1"
 
@@ -84,46 +85,3 @@ def attach(model_bytes: bytes, metadata: bytes, files: dict[str, bytes]) -> byte
             zf.writestr(name, data)
     return out.getvalue()
 
-
-def _metadata_root(model_bytes: bytes):
-    model = tfl.Model.GetRootAsModel(model_bytes, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name() == METADATA_FIELD:
-            data = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
-            return md.ModelMetadataT.InitFromObj(md.ModelMetadata.GetRootAsModelMetadata(data, 0))
-    return None
-
-
-def read_tokenizer_options(model_bytes: bytes) -> str:
-    """The delimiter regex stored in a .tflite's metadata."""
-    meta = _metadata_root(model_bytes)
-    if meta is None:
-        raise ValueError("no MediaPipe metadata in this .tflite file")
-    unit = meta.subgraphMetadata[0].inputTensorMetadata[0].processUnits[0]
-    return unit.options.delimRegexPattern.decode("utf-8")
-
-
-def describe(model_bytes: bytes) -> dict:
-    """Facts about a .tflite file that MediaPipe depends on (checked after every conversion)."""
-    model = tfl.Model.GetRootAsModel(model_bytes, 0)
-    ops = set()
-    for i in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(i)
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        if builtin == tfl.BuiltinOperator.CUSTOM:
-            ops.add("CUSTOM:" + (code.CustomCode() or b"?").decode())
-        else:
-            ops.add(next(k for k, v in vars(tfl.BuiltinOperator).items() if v == builtin))
-    sub = model.Subgraphs(0)
-    def tensor(idx):
-        t = sub.Tensors(idx)
-        return {"name": t.Name().decode(), "shape": t.ShapeAsNumpy().tolist(),
-                "dtype": next(k for k, v in vars(tfl.TensorType).items() if v == t.Type()).lower()}
-    return {
-        "subgraphs": model.SubgraphsLength(),
-        "ops": sorted(ops),
-        "inputs": [tensor(sub.Inputs(i)) for i in range(sub.InputsLength())],
-        "outputs": [tensor(sub.Outputs(i)) for i in range(sub.OutputsLength())],
-        "has_metadata": _metadata_root(model_bytes) is not None,
-    }

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasrnn.artifacts import describe
 from kerasrnn.errors import UserError
 from kerasrnn.export import mediapipe_metadata as mpm
 
@@ -72,7 +73,7 @@ def _convert(model_b1, variant: str, calibration_ids: np.ndarray | None) -> byte
 
 def check_mobile_ready(data: bytes, max_len: int, num_classes: int, name: str) -> dict:
     """Fail the export unless the file is what LiteRT without Flex and MediaPipe accept."""
-    info = mpm.describe(data)
+    info = describe(data)
     problems = []
     if info["subgraphs"] != 1:
         problems.append(f"{info['subgraphs']} subgraphs (need 1)")
