@@ -22,6 +22,12 @@ class ParityError(Exception):
     exit_code = 1
 
 
+class InternalError(Exception):
+    """A fault in our own code or graphs, not in the user's input (exit code 70, EX_SOFTWARE)."""
+
+    exit_code = 70
+
+
 def cli_main(main: Callable[[Sequence[str] | None], int | None], argv=None) -> int:
     try:
         return int(main(argv) or 0)
@@ -31,6 +37,9 @@ def cli_main(main: Callable[[Sequence[str] | None], int | None], argv=None) -> i
     except ParityError as exc:
         print(f"parity failed: {exc}", file=sys.stderr)
         return ParityError.exit_code
+    except InternalError as exc:
+        print(f"internal error (a kerasrnn bug, not your input): {exc}", file=sys.stderr)
+        return InternalError.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -3,11 +3,10 @@ same inputs and fail unless each is within its tolerance."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from kerasrnn.errors import ParityError, UserError, cli_main
+from kerasrnn.errors import UserError, cli_main
 
 
 def main(argv=None) -> int:
@@ -36,13 +35,9 @@ def main(argv=None) -> int:
             print(line)
         print(f"manifest: {'OK' if not problems else f'{len(problems)} problem(s)'}")
         return 1 if problems else 0
-    manifest_file = exports / "manifest.json"
-    run = args.run
-    if run is None:
-        if not manifest_file.is_file():
-            raise UserError(f"{manifest_file}: missing; pass --run DIR for the Keras reference")
-        run = json.loads(manifest_file.read_text(encoding="utf-8"))["source_run"]
-    artifacts = parity.find_artifacts(exports)
+    manifest = parity.read_manifest(exports)  # what each file is (format, quantization) comes from here
+    run = args.run or manifest["source_run"]
+    artifacts = parity.artifacts_from_entries(exports, manifest.get("artifacts", {}))
     if not artifacts:
         raise UserError(f"{exports}: no exported files found; run `python tools/export.py --format all`")
     from kerasrnn.run import RunInfo
@@ -63,8 +58,8 @@ def main(argv=None) -> int:
     failed = [r for r in results if not r.passed]
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed; wrote {exports / 'parity.json'}")
     if failed:
-        raise ParityError(f"{len(failed)} check(s) out of tolerance: "
-                          + ", ".join(sorted({f'{r.artifact} ({r.route})' for r in failed})))
+        raise parity.ParityFailed([f for r in failed for f in r.failures],
+                                  lead=f"{len(failed)} check(s) out of tolerance: ")
     return 0
 
 

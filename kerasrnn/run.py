@@ -58,8 +58,21 @@ class RunInfo:
         path = resolve_run(path)
         config = read_json(path / CONFIG_FILE)
         tok = config["tokenizer"]
+        if config.get("max_len", tok["max_len"]) != tok["max_len"]:
+            raise UserError(f"{path / CONFIG_FILE}: max_len {config['max_len']} differs from tokenizer.max_len "
+                            f"{tok['max_len']}; the file is damaged")
         tokenizer = Tokenizer.load(path / VOCAB_FILE, tok["max_len"], tok["delim_regex"])
         return cls(path, config, read_labels(path / LABELS_FILE), tokenizer)
+
+    @property
+    def max_len(self) -> int:
+        """The one max_len exporters read: the tokenizer's (config.json also keeps a top-level copy)."""
+        return self.tokenizer.max_len
+
+    @property
+    def architecture(self) -> dict:
+        """config.json with max_len taken from the tokenizer: what the export graphs are built from."""
+        return {**self.config, "max_len": self.max_len}
 
     def load_model(self):
         return load_keras_model(self.path / MODEL_FILE)

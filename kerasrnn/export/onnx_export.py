@@ -168,7 +168,18 @@ def build_loop(model, config: dict):
     return proto
 
 
+def export(context, folder) -> dict:
+    """The format entry point (see export/formats.py): model.onnx and the tokenizer files."""
+    out_file = folder.path / "model.onnx"
+    details = export_onnx(context.model, context.config, context.tokenizer, context.labels, out_file,
+                          context.onnx_impl, context.source_run)
+    context.write_tokenizer_files(folder.path)
+    return {"path": folder.rel(out_file), **details}
+
+
 def export_onnx(model, config: dict, tokenizer, labels: list[str], out_file: Path, impl: str, source_run: str) -> dict:
+    """Write the ONNX graph (`impl` rnn or loop) with its metadata to out_file; returns its facts
+    (also used by the benchmark)."""
     import onnx
 
     proto = build_native(model, config) if impl == "rnn" else build_loop(model, config)
@@ -188,7 +199,6 @@ def export_onnx(model, config: dict, tokenizer, labels: list[str], out_file: Pat
     out_file.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(out_file))
     return {
-        "path": f"onnx/{out_file.name}",
         "opset": OPSET,
         "rnn_impl": impl,
         "inputs": {INPUT: {"dtype": "int32", "shape": ["batch", config["max_len"]]}},

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasrnn.errors import UserError
+from kerasrnn.errors import ParityError, UserError
 
 # Pass rules, one table. max_abs: max |p_artifact - p_keras| over all probabilities;
 # min_agreement: share of inputs with the same top label; max_acc_drop: accuracy points lost.
@@ -24,6 +24,50 @@ TOLERANCES = {
     "int8": {"max_abs": None, "min_agreement": 0.99, "max_acc_drop": 1.0},
 }
 REL_FLOOR = 1e-3  # relative error is reported where Keras gives p >= this (tiny p make it meaningless)
+# How each rule reads in the table and messages: measured quantity, its format, the comparison.
+RULES = {"max_abs": ("max |dp|", "{:.2e}", ">", "{:.0e}"),
+         "min_agreement": ("argmax agreement", "{:.4f}", "<", "{}"),
+         "max_acc_drop": ("accuracy drop", "{:.2f} points", ">", "{}")}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One exported file to check, as the manifest describes it."""
+
+    name: str            # its path in the exports folder, as the manifest names it
+    path: Path
+    format: str          # savedmodel, onnx, tflite
+    quantization: str    # float32, float16, dynamic, int8
+    graph: str | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One rule an artifact broke on one route: what was measured and the limit it crossed."""
+
+    artifact: str
+    route: str
+    rule: str            # a key of TOLERANCES' rows: max_abs, min_agreement, max_acc_drop
+    measured: float
+    limit: float
+    format: str = ""
+    quantization: str = ""
+
+    def reason(self) -> str:
+        """The rule, measured value and limit as the table prints them."""
+        what, value, op, limit = RULES[self.rule]
+        return f"{what} {value.format(self.measured)} {op} {limit.format(self.limit)}"
+
+    def __str__(self) -> str:
+        return f"{self.artifact} ({self.route}): {self.reason()}"
+
+
+class ParityFailed(ParityError):
+    """Parity failed: `failures` (typed) says which artifact, route and rule, by how much."""
+
+    def __init__(self, failures: list[Failure], lead: str = "", tail: str = ""):
+        self.failures = list(failures)
+        super().__init__(lead + "; ".join(str(f) for f in self.failures) + tail)
 
 
 def edge_cases(max_len: int, sample: str = "free entry to win a prize call now") -> list[str]:
@@ -58,13 +102,14 @@ class Result:
     size_bytes: int
     passed: bool = False
     reasons: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
 
 
 def _batched(runtime, ids: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([runtime.predict_ids(ids[i:i + batch]) for i in range(0, len(ids), batch)])
 
 
-def _compare(name, path, kind, route, probs, ref, y, size) -> Result:
+def _compare(artifact: Artifact, route, probs, ref, y, size) -> Result:
     diff = np.abs(probs.astype(np.float64) - ref.astype(np.float64))
     big = ref >= REL_FLOOR
     rel = float((diff[big] / ref[big]).max()) if big.any() else 0.0
@@ -74,32 +119,56 @@ def _compare(name, path, kind, route, probs, ref, y, size) -> Result:
         labelled = y >= 0
         acc = float((probs[labelled].argmax(1) == y[labelled]).mean())
         acc_delta = round(100 * (acc - float((ref[labelled].argmax(1) == y[labelled]).mean())), 4)
-    r = Result(name, str(path), kind, route, len(probs), float(diff.max()), rel, agree, acc, acc_delta, size)
-    tol = TOLERANCES[kind]
+    r = Result(artifact.name, str(artifact.path), artifact.quantization, route, len(probs), float(diff.max()), rel,
+               agree, acc, acc_delta, size)
+    tol = TOLERANCES[artifact.quantization]
+    broken = []
     if tol["max_abs"] is not None and r.max_abs > tol["max_abs"]:
-        r.reasons.append(f"max |dp| {r.max_abs:.2e} > {tol['max_abs']:.0e}")
+        broken.append(("max_abs", r.max_abs))
     if r.agreement < tol["min_agreement"]:
-        r.reasons.append(f"argmax agreement {r.agreement:.4f} < {tol['min_agreement']}")
+        broken.append(("min_agreement", r.agreement))
     if acc_delta is not None and -acc_delta > tol["max_acc_drop"] + 1e-9:
-        r.reasons.append(f"accuracy drop {-acc_delta:.2f} points > {tol['max_acc_drop']}")
-    r.passed = not r.reasons
+        broken.append(("max_acc_drop", -acc_delta))
+    r.failures = [Failure(artifact.name, route, rule, measured, tol[rule], artifact.format, artifact.quantization)
+                  for rule, measured in broken]
+    r.reasons = [f.reason() for f in r.failures]
+    r.passed = not r.failures
     return r
 
 
-def find_artifacts(exports: Path) -> list[tuple[str, Path, str]]:
-    """(name, path, quantization kind) for every artifact under an exports folder."""
+def artifacts_from_entries(exports: Path, entries: dict) -> list[Artifact]:
+    """The files to check, from manifest "artifacts" entries (format -> entry, or for tflite
+    file name -> entry): what each file is comes from its entry, not from its name. Entries whose
+    file is missing are left out (a folder copied in part); verify_manifest reports them."""
+    from kerasrnn.export.formats import FORMATS
+
     found = []
-    if (exports / "savedmodel" / "saved_model.pb").is_file():
-        found.append(("savedmodel", exports / "savedmodel", "float32"))
-    for f in sorted((exports / "onnx").glob("*.onnx")) if (exports / "onnx").is_dir() else []:
-        found.append((f"onnx/{f.name}", f, "float32"))
-    for f in sorted((exports / "tflite").glob("*.tflite")) if (exports / "tflite").is_dir() else []:
-        kind = f.stem.split("_", 1)[1] if "_" in f.stem else "float32"
-        found.append((f"tflite/{f.name}", f, kind))
+    for fmt in [f for f in FORMATS if f in entries] + sorted(f for f in entries if f not in FORMATS):
+        section = entries[fmt]
+        files = [section] if "path" in section else [e for e in section.values() if isinstance(e, dict) and "path" in e]
+        for entry in sorted(files, key=lambda e: e["path"]):
+            path = exports / entry["path"]
+            if path.exists():
+                found.append(Artifact(entry["path"], path, fmt, entry.get("quantization", "float32"), entry.get("graph")))
     return found
 
 
-def check(keras_model, tokenizer, labels: list[str], artifacts: list[tuple[str, Path, str]],
+def artifacts_from_manifest(exports: Path) -> list[Artifact]:
+    """Every artifact the exports folder's manifest.json lists and that is there."""
+    return artifacts_from_entries(exports, read_manifest(exports).get("artifacts", {}))
+
+
+def read_manifest(exports: Path) -> dict:
+    manifest_path = exports / "manifest.json"
+    if not manifest_path.is_file():
+        raise UserError(f"{manifest_path}: no manifest; run `python tools/export.py` first")
+    try:
+        return json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{manifest_path}: damaged ({exc}); export again with `python tools/export.py`") from None
+
+
+def check(keras_model, tokenizer, labels: list[str], artifacts: list[Artifact],
           texts: list[str], text_labels: list[str] | None, batch1_limit: int | None = None,
           mediapipe: bool = True, log=print) -> list[Result]:
     """Compare each artifact with the Keras model on `texts` (+ edge cases)."""
@@ -118,26 +187,27 @@ def check(keras_model, tokenizer, labels: list[str], artifacts: list[tuple[str, 
     take = n_text if batch1_limit is None else min(n_text, batch1_limit)
     rows1 = np.r_[np.arange(take), np.arange(n_text, len(texts))]
     results = []
-    for name, path, kind in artifacts:
+    for artifact in artifacts:
+        path = artifact.path
         size = path_size(path)
         runtime = open_model(path, threads=1)
-        if name.startswith("tflite"):
+        if artifact.format == "tflite":
             routes = [("ids@batch1", lambda: runtime.predict_ids(ids), slice(None))]
         else:
             routes = [("ids@batch1", lambda: _batched(runtime, ids[rows1], 1), rows1),
                       ("ids@batch32", lambda: _batched(runtime, ids, 32), slice(None))]
-        if name == "savedmodel":
+        if artifact.format == "savedmodel":
             routes.append(("text@batch32", lambda: np.concatenate(
                 [runtime.predict_texts(texts[i:i + 32]) for i in range(0, len(texts), 32)]), slice(None)))
         for route, fn, rows in routes:
             probs = fn()
-            results.append(_compare(name, path, kind, route, probs, ref[rows], None if y is None else y[rows], size))
+            results.append(_compare(artifact, route, probs, ref[rows], None if y is None else y[rows], size))
             log(format_row(results[-1]))
-        if name.startswith("tflite") and mediapipe:
+        if artifact.format == "tflite" and mediapipe:
             mp = MediaPipeRuntime(path)
             probs = mp.predict_texts(texts)
             mp.close()
-            results.append(_compare(name, path, kind, "mediapipe-text", probs, ref, y, size))
+            results.append(_compare(artifact, "mediapipe-text", probs, ref, y, size))
             log(format_row(results[-1]))
     return results
 
@@ -158,7 +228,14 @@ def write_report(results: list[Result], path: Path, extra: dict) -> None:
 
     write_json_atomic(path, {**extra, "tolerances": TOLERANCES, "relative_error_floor": REL_FLOOR,
                              "passed": all(r.passed for r in results),
-                             "results": [asdict(r) for r in results]})
+                             "results": [_row(r) for r in results]})
+
+
+def _row(r: Result) -> dict:
+    """A result as parity.json records it (reasons as text; the typed failures are what they say)."""
+    row = asdict(r)
+    del row["failures"]
+    return row
 
 
 def load_texts(path: Path, text_column: str = "text", label_column: str = "label"):
@@ -172,10 +249,7 @@ def verify_manifest(exports: Path) -> list[str]:
     """Problems with the files listed in manifest.json: missing or changed (by sha256)."""
     from kerasrnn.fileio import sha256_file
 
-    manifest_path = exports / "manifest.json"
-    if not manifest_path.is_file():
-        raise UserError(f"{manifest_path}: no manifest; run `python tools/export.py` first")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = read_manifest(exports)
     problems = []
     for rel, entry in manifest.get("files", {}).items():
         f = exports / rel

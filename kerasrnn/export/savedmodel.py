@@ -11,7 +11,15 @@ from pathlib import Path
 from kerasrnn.tokenizer import PAD_ID, START_ID, UNKNOWN_ID, Tokenizer
 
 
+def export(context, folder) -> dict:
+    """The format entry point (see export/formats.py): the SavedModel, its tokenizer files in assets/."""
+    details = export_savedmodel(context.model, context.tokenizer, context.labels, folder.path)
+    context.write_tokenizer_files(folder.path / "assets")
+    return {"path": folder.rel(), **details}
+
+
 def export_savedmodel(model, tokenizer: Tokenizer, labels: list[str], out_dir: Path) -> dict:
+    """Write the SavedModel into out_dir; returns its signatures (also used by the benchmark)."""
     import tensorflow as tf
 
     max_len = tokenizer.max_len
@@ -54,7 +62,6 @@ def export_savedmodel(model, tokenizer: Tokenizer, labels: list[str], out_dir: P
     tf.saved_model.save(module, str(out_dir),
                         signatures={"serving_default": module.serve_ids, "serve_text": module.serve_text})
     return {
-        "path": "savedmodel",
         "signatures": {
             "serving_default": {"inputs": {"tokens": {"dtype": "int32", "shape": ["batch", max_len]}},
                                 "outputs": {"probabilities": {"dtype": "float32", "shape": ["batch", len(labels)]}}},

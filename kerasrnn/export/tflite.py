@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from kerasrnn.artifacts import describe
-from kerasrnn.errors import UserError
+from kerasrnn.errors import InternalError, UserError
 from kerasrnn.export import mediapipe_metadata as mpm
 
 QUANTIZATIONS = ("float16", "dynamic", "int8")
@@ -72,7 +72,8 @@ def _convert(model_b1, variant: str, calibration_ids: np.ndarray | None) -> byte
 
 
 def check_mobile_ready(data: bytes, max_len: int, num_classes: int, name: str) -> dict:
-    """Fail the export unless the file is what LiteRT without Flex and MediaPipe accept."""
+    """Fail the export unless the file is what LiteRT without Flex and MediaPipe accept. A file that
+    is not is a fault in our graphs or converter settings, never in the user's input."""
     info = describe(data)
     problems = []
     if info["subgraphs"] != 1:
@@ -86,13 +87,24 @@ def check_mobile_ready(data: bytes, max_len: int, num_classes: int, name: str) -
             or info["outputs"][0]["shape"] != [1, num_classes]:
         problems.append(f"outputs {info['outputs']} (need one float32/uint8 [1, {num_classes}])")
     if problems:
-        raise UserError(f"{name}: not mobile-ready: {'; '.join(problems)}")
+        raise InternalError(f"{name}: not mobile-ready: {'; '.join(problems)}")
     return info
+
+
+def export(context, folder) -> dict:
+    """The format entry point (see export/formats.py): model.tflite, one model_<variant>.tflite per
+    quantized variant, and the tokenizer files; one manifest entry per .tflite."""
+    files = export_tflite(context.model, context.config, context.tokenizer, context.labels, folder.path,
+                          context.quantize, context.texts, context.source_run, context.tflite_impl)
+    context.write_tokenizer_files(folder.path)
+    return {name: {"path": folder.rel(name), **entry} for name, entry in files.items()}
 
 
 def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Path, variants: list[str],
                   calibration_texts: list[str], source_run: str, impl: str = "auto") -> dict:
-    """float32 and float16 use the graph `choose_graph` names (stepwise, fused or unroll); the
+    """Write the .tflite files into out_dir; returns per file name its facts (also used by the benchmark).
+
+    float32 and float16 use the graph `choose_graph` names (stepwise, fused or unroll); the
     dynamic and int8 variants always go through the converter's quantizer on the unrolled graph."""
     from kerasrnn.export.tflite_fused import build_fused_tflite
     from kerasrnn.export.tflite_stepwise import build_stepwise_tflite
@@ -126,7 +138,7 @@ def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Pa
         info = check_mobile_ready(raw, config["max_len"], len(labels), name)
         data = mpm.attach(raw, metadata, {"vocab.txt": vocab, "labels.txt": label_file})
         (out_dir / name).write_bytes(data)
-        files[name] = {"path": f"tflite/{name}", "quantization": variant, "ops": info["ops"],
+        files[name] = {"quantization": variant, "ops": info["ops"],
                        "graph": GRAPHS[used],
                        "inputs": {"input": {"dtype": "int32", "shape": [1, config["max_len"]]}},
                        "outputs": {"probabilities": {"dtype": info["outputs"][0]["dtype"],
