@@ -1,0 +1,153 @@
+"""TFLite export: mobile-ready files, the graph choice, both hand-written graphs against Keras."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import TINY, run_cli  # noqa: F401
+
+
+@pytest.mark.slow
+def test_tflite_files_are_mobile_ready(tiny_exports):
+    from kerasrnn.artifacts import describe
+
+    for f in sorted((tiny_exports / "tflite").glob("*.tflite")):
+        info = describe(f.read_bytes())
+        assert info["subgraphs"] == 1, f.name
+        assert not [op for op in info["ops"] if op.startswith("CUSTOM") or op == "WHILE"], (f.name, info["ops"])
+        assert info["inputs"][0]["shape"] == [1, 24] and info["inputs"][0]["dtype"] == "int32"
+        assert info["outputs"][0]["dtype"] in ("float32", "uint8")
+        assert info["has_metadata"]
+
+
+def test_auto_picks_stepwise_when_texts_fill_max_len_and_fused_when_they_do_not():
+    from kerasrnn.export.tflite import choose_graph
+
+    ids = np.zeros((4, 40), np.int32)
+    ids[:, :10] = 5  # 10 real tokens in 40 steps: 40 > 2.5 x 10
+    assert choose_graph("auto", 40, ids) == "fused"
+    ids[:, :20] = 5  # 20 in 40
+    assert choose_graph("auto", 40, ids) == "stepwise"
+    assert choose_graph("auto", 40, None) == "stepwise"
+    assert choose_graph("fused", 40, ids) == "fused" and choose_graph("unroll", 10, ids) == "unroll"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("impl", ["stepwise", "fused"])
+def test_each_float_tflite_graph_exports_with_parity(tmp_path, tiny_run, impl):
+    """Both hand-written graphs through the CLI: metadata, MediaPipe and the parity rules."""
+    out = tmp_path / "exports"
+    proc = run_cli(["tools/export.py", "--format", "tflite", "--quantize", "float16", "--tflite-impl", impl,
+                    "--run", str(tiny_run), "--out", str(out)])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    graphs = {name: entry["graph"] for name, entry in manifest["artifacts"]["tflite"].items() if name.endswith(".tflite")}
+    assert graphs["model.tflite"].startswith(impl) and graphs["model_float16.tflite"].startswith(impl)
+    proc = run_cli(["tools/check_parity.py", "--run", str(tiny_run), "--exports", str(out)])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    routes = {(r["artifact"], r["route"]) for r in json.loads((out / "parity.json").read_text())["results"]}
+    assert ("tflite/model.tflite", "mediapipe-text") in routes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("embed_dim", [4, 12])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+def test_hand_written_graphs_match_keras_for_every_architecture(pooling, num_layers, bidirectional,
+                                                                          embed_dim):
+    """The hand-written graphs (ONNX RNN operator, TFLite stepwise and fused) for each model option, on
+    random weights large enough to saturate tanh, texts from 1 token to max_len; an embedding
+    narrower and one wider than the first layer's input product (folded into the table: 12 > 2 x 5)."""
+    import onnxruntime as ort
+    from ai_edge_litert.interpreter import Interpreter
+
+    from kerasrnn.export.onnx_export import build_native
+    from kerasrnn.export.tflite_fused import build_fused_tflite
+    from kerasrnn.export.tflite_stepwise import build_stepwise_tflite
+    from kerasrnn.model import build_model, rebuild
+
+    rng = np.random.default_rng(num_layers)
+    config = {"vocab_size": 40, "num_classes": 3, "max_len": 10, "embed_dim": embed_dim, "units": 5,
+              "num_layers": num_layers, "dropout": 0.0, "pooling": pooling, "bidirectional": bidirectional}
+    model = build_model(**config)
+    model.set_weights([w + rng.normal(0, 0.7, w.shape).astype(np.float32) for w in model.get_weights()])
+    ids = np.zeros((6, 10), np.int32)
+    for row, length in enumerate([1, 2, 4, 7, 9, 10]):
+        ids[row, :length] = rng.integers(1, 40, length)
+    expected = model.predict(ids, verbose=0)
+    # the unrolled batch-1 copy that the quantized TFLite variants are converted from
+    unrolled = rebuild(model, config, unroll=True, batch_size=1, sanitize_ids=True)
+    assert np.abs(unrolled.predict(ids, batch_size=1, verbose=0) - expected).max() <= 1e-5
+
+    onnx_model = build_native(model, config)
+    session = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, {"tokens": ids})[0] - expected).max() <= 1e-5
+
+    for build in (build_stepwise_tflite, build_fused_tflite):
+        interpreter = Interpreter(model_content=build(model, config))
+        interpreter.allocate_tensors()
+        (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+        got = []
+        for row in np.concatenate([ids, ids[::-1]]):  # twice, other order: no state may carry over
+            interpreter.set_tensor(inp["index"], row[None])
+            interpreter.invoke()
+            got.append(interpreter.get_tensor(out["index"])[0])
+        assert np.abs(np.array(got) - np.concatenate([expected, expected[::-1]])).max() <= 1e-5, build.__name__
+
+
+def test_wide_embedding_is_folded_into_a_smaller_table():
+    from kerasrnn.model import build_model, export_weights
+
+    wide = build_model(30, 2, 8, embed_dim=16, units=4, pooling="max")
+    emb, (kernel, recurrent, bias) = wide.get_layer("embedding").get_weights()[0], wide.get_layer("rnn_0").get_weights()
+    table, [[(identity, r, b)]] = export_weights(wide, 1)
+    assert table.shape == (30, 4) and np.allclose(table @ identity, emb @ kernel, atol=1e-5)
+    assert np.array_equal(r, recurrent) and np.array_equal(b, bias)
+    narrow = build_model(30, 2, 8, embed_dim=3, units=4, pooling="max")
+    same, [[(k, _, _)]] = export_weights(narrow, 1)
+    assert np.array_equal(same, narrow.get_layer("embedding").get_weights()[0])
+    assert np.array_equal(k, narrow.get_layer("rnn_0").get_weights()[0])
+
+
+def _small_model(pooling="max"):
+    from kerasrnn.model import build_model
+
+    config = {"vocab_size": 30, "num_classes": 2, "max_len": 8, "embed_dim": 4, "units": 4, "num_layers": 1,
+              "dropout": 0.0, "pooling": pooling, "bidirectional": False}
+    return build_model(**config), config
+
+
+@pytest.mark.parametrize("family", ["stepwise", "fused"])
+def test_tflite_graphs_refuse_an_unknown_pooling(family):
+    """Before, fused read any pooling but mean as max and stepwise any but max as mean."""
+    from kerasrnn.export.tflite_fused import build_fused_tflite
+    from kerasrnn.export.tflite_stepwise import build_stepwise_tflite
+
+    build = {"stepwise": build_stepwise_tflite, "fused": build_fused_tflite}[family]
+    model, config = _small_model()
+    assert build(model, config)[4:8] == b"TFL3"
+    for wrong in ("median", "Mean", ""):
+        with pytest.raises(ValueError, match="pooling must be one of"):
+            build(model, {**config, "pooling": wrong})
+
+
+def test_a_graph_that_is_not_mobile_ready_is_an_internal_error_not_bad_input():
+    from kerasrnn.errors import InternalError, UserError
+    from kerasrnn.export.tflite import check_mobile_ready
+    from kerasrnn.export.tflite_stepwise import build_stepwise_tflite
+
+    model, config = _small_model()
+    raw = build_stepwise_tflite(model, config)
+    assert check_mobile_ready(raw, 8, 2, "model.tflite")["subgraphs"] == 1
+    with pytest.raises(InternalError, match=r"model.tflite: not mobile-ready: inputs .*need one int32 \[1, 9\]") as err:
+        check_mobile_ready(raw, 9, 2, "model.tflite")
+    assert not isinstance(err.value, UserError)
+    from kerasrnn.errors import cli_main
+
+    def main(argv):
+        raise err.value
+    assert cli_main(main) == InternalError.exit_code != UserError.exit_code
