@@ -13,6 +13,7 @@ def _capitalise_words(text: str) -> str:
     return " ".join(w[:1].upper() + w[1:] for w in text.split(" "))
 
 
+@pytest.mark.slow
 def test_capitalised_and_upper_case_text_scores_like_keras_on_lower_case(tiny_run, tiny_exports):
     from kerasrnn.run import RunInfo
     from kerasrnn.runtimes import MediaPipeRuntime
