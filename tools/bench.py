@@ -18,7 +18,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-train", action="store_true", help="skip the training comparison")
     p.add_argument("--out", default="bench", help="folder for bench.json, bench.md, bench.png")
     args = p.parse_args(argv)
-    from kerasrnn.bench import run_bench
+    from benchmarks.inference import run_bench
 
     run_bench(args.run, args.synthetic, args.quick, Path(args.out), train=not args.no_train)
     print(f"wrote {args.out}/bench.json, bench.md, bench.png")

@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         extra[key.replace("-", "_")] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
-    from kerasrnn.accuracy_bench import run
+    from benchmarks.accuracy import run
 
     run(datasets, [int(s) for s in args.seeds.split(",")], args.only.split(",") if args.only else None,
         Path(args.out), extra)
