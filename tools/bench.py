@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# tools/ itself, for the benchmarks package, however this script is started (runpy, python -m kerasrnn bench)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kerasrnn.errors import cli_main  # noqa: E402
 
 
