@@ -15,15 +15,17 @@ from pathlib import Path
 
 from kerasrnn.errors import UserError
 from kerasrnn.fileio import write_json_atomic
+from kerasrnn.options import MODEL_KEYS
 
 STATE = "state.json"
 LAST_WEIGHTS = "last.weights.h5"
 BEST_WEIGHTS = "best.weights.h5"
 # Options that must match to resume: anything that changes the data split, vocabulary or model.
+# The model's are options.MODEL_KEYS; the set (saved in every checkpoint) must not change, or runs
+# interrupted before the change could not resume.
 RESUME_KEYS = ("data", "text_column", "label_column", "test_data", "val_split", "test_split", "vocab_size",
-               "max_len", "embed_dim", "units", "num_layers", "dropout", "pooling", "bidirectional",
-               "batch_size", "learning_rate", "lr_schedule", "clipnorm", "class_weight", "seed", "split_seed",
-               "epochs", "patience", "backend", "stream")
+               "max_len", *MODEL_KEYS, "batch_size", "learning_rate", "lr_schedule", "clipnorm", "class_weight",
+               "seed", "split_seed", "epochs", "patience", "backend", "stream")
 
 ADDED_LATER = {"bidirectional": False, "lr_schedule": "constant", "clipnorm": 0.0}
 

@@ -29,6 +29,9 @@ class InternalError(Exception):
 
 
 def cli_main(main: Callable[[Sequence[str] | None], int | None], argv=None) -> int:
+    from kerasrnn.native_logs import quiet_native_logs
+
+    quiet_native_logs()  # TensorFlow / absl start-up noise off (KERASRNN_VERBOSE=1 keeps it)
     try:
         return int(main(argv) or 0)
     except UserError as exc:

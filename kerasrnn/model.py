@@ -75,9 +75,11 @@ _POOLS = {"last": _pool_last, "max": _pool_max, "mean": _pool_mean}
 
 
 def model_kwargs(config: dict) -> dict:
-    """The build_model arguments recorded in a run's config.json."""
-    keys = ("vocab_size", "num_classes", "max_len", "embed_dim", "units", "num_layers", "dropout", "pooling")
-    return {**{k: config[k] for k in keys}, "bidirectional": config.get("bidirectional", False)}
+    """The build_model arguments recorded in a run's config.json (options.MODEL_ARGS)."""
+    from kerasrnn.options import MODEL_ARGS
+
+    # A run from before --bidirectional existed has no such key: it is a one-direction model.
+    return {k: config.get(k, False) if k == "bidirectional" else config[k] for k in MODEL_ARGS}
 
 
 def rebuild(model: keras.Model, config: dict, unroll: bool = False, batch_size: int | None = None,

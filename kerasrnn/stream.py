@@ -9,8 +9,8 @@ with the same errors as in memory).
 - Vocabulary: one streaming pass counts the training tokens (the first max_len-1 of each text, or
   255 when max_len is derived) in a counter capped at `count_cap` words: past the cap, the rarest
   half is dropped, so memory stays bounded and the top-k is exact unless the corpus has more
-  distinct words than the cap. max_len (when not given) is the 95th percentile of a histogram of
-  token counts, as in memory.
+  distinct words than the cap. max_len (when not given) comes from a histogram of the training
+  token counts by kerasrnn.max_len, the rule of the in-memory path too.
 - Batches: shards are read in sorted order, examples shuffled through a seeded buffer of
   `SHUFFLE_BUFFER` per epoch (seed from (seed, epoch): a resumed run sees the same batches).
 """
@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasrnn import max_len as max_len_rule
+from kerasrnn.batching import trimmed_width
 from kerasrnn.data import checked_label, decoded_lines, default_dataset_path, label_order, read_rows, unseen_label
 from kerasrnn.errors import UserError
 from kerasrnn.tokenizer import DELIM_REGEX, Tokenizer, iter_tokens, vocabulary_from_counts
@@ -117,9 +119,10 @@ class Corpus:
         split = re.compile(delim_regex)
         labels, train_labels = set(), Counter()
         sizes = {s: 0 for s in SPLITS}
-        lengths = np.zeros(257, np.int64)
+        lengths = max_len_rule.empty_histogram()
         counter = BoundedCounter(count_cap)
-        per_text = (max_len or 256) - 1  # the tokens the model reads (255 while max_len is unknown)
+        per_text = (max_len or max_len_rule.CAP) - 1  # the tokens the model reads (255 while max_len is unknown)
+        counted = max(per_text, max_len_rule.CAP)  # the length histogram counts as far as the rule's cap
         blank = 0
         for _, text, label in self._read(self.files):
             if not text.strip():
@@ -130,9 +133,9 @@ class Corpus:
             labels.add(label)
             if part == "train":
                 train_labels[label] += 1
-                tokens = [t.lower() for t in itertools.islice(iter_tokens(split, text), per_text)]
-                lengths[min(len(tokens), 255) + 1] += 1
-                counter.update(tokens)
+                tokens = [t.lower() for t in itertools.islice(iter_tokens(split, text), counted)]
+                lengths[max_len_rule.length_of(len(tokens))] += 1
+                counter.update(tokens[:per_text])
         if sizes["train"] == 0:
             what = f" ({blank} blank texts skipped)" if blank else ""
             raise UserError(f"{self.source}: no training texts{what}; check --text-column and the split fractions")
@@ -145,8 +148,7 @@ class Corpus:
                     raise unseen_label(where, label, ordered, "--test-data")
                 sizes["test"] += 1
         if max_len is None:
-            cumulative = np.cumsum(lengths) / lengths.sum()
-            max_len = int(min(256, max(8, int(np.searchsorted(cumulative, 0.95)))))
+            max_len = max_len_rule.from_histogram(lengths)
         self.sizes, self.skipped_blank = sizes, blank
         words = vocabulary_from_counts(counter.counts, vocab_size)
         return {"labels": ordered, "label_counts": dict(train_labels), "max_len": max_len,
@@ -156,15 +158,13 @@ class Corpus:
                 seed: int | None = None, lengths: list[int] | None = None, weights: np.ndarray | None = None):
         """(ids, labels[, weights]) batches of one pass over a split; shuffled through a buffer if seeded.
         Labels are known: scan took them from every row of --data and checked --test-data's."""
-        from kerasrnn.train import trimmed_width
-
         rows = self.rows(split)
         if seed is not None:
             rows = _buffer_shuffle(rows, SHUFFLE_BUFFER, random.Random(seed))
         for chunk in chunks(rows, batch_size):
             ids = tokenizer.encode(text for _, text, _ in chunk)
             y = np.array([label_index[label] for _, _, label in chunk], np.int32)
-            if lengths and len(chunk) == batch_size:  # cut to the texts' length (kerasrnn.train.trim_lengths);
+            if lengths and len(chunk) == batch_size:  # cut to the texts' length (kerasrnn.batching.trim_lengths);
                 # a short last batch keeps max_len, so that it adds one shape, not one per bucket
                 ids = ids[:, : trimmed_width(ids, lengths)]
             yield (ids, y) if weights is None else (ids, y, weights[y].astype(np.float32))

@@ -1,11 +1,19 @@
 """Smoke tests for the benchmark scripts (timings are never asserted: they are the benchmarks' job)."""
 from __future__ import annotations
 
+import ast
 import json
+import sys
 
-from conftest import run_cli
+import numpy as np
+import pytest
+
+from conftest import REPO, run_cli
+
+sys.path.insert(0, str(REPO / "tools"))  # the benchmarks package lives in the checkout, not in kerasrnn
 
 
+@pytest.mark.slow
 def test_bench_quick_writes_every_format(tmp_path):
     out = tmp_path / "bench"
     proc = run_cli(["tools/bench.py", "--synthetic", "600,24,8,8", "--quick", "--out", str(out)], timeout=900)
@@ -29,6 +37,7 @@ def test_bench_quick_writes_every_format(tmp_path):
     assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_gpu_training_script_runs_without_tensorflow(tmp_path):
     # Block TensorFlow: the script must work on a JAX-only GPU host.
     script = ("import sys, runpy; sys.modules['tensorflow'] = None;"
@@ -41,6 +50,7 @@ def test_gpu_training_script_runs_without_tensorflow(tmp_path):
     assert result["backend"] == "jax" and result["runs"][0]["keras_samples_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_benchmark_accuracy_smoke(tmp_path, shared_datasets):
     out = tmp_path / "acc"
     proc = run_cli(["tools/benchmark_accuracy.py", "--datasets", str(shared_datasets), "--only", "sms_spam",
@@ -52,3 +62,32 @@ def test_benchmark_accuracy_smoke(tmp_path, shared_datasets):
     assert [r["seed"] for r in sms["runs"]] == [0, 1]
     assert 0 < sms["accuracy_mean"] <= 1 and sms["tfidf_accuracy"] == 0.9907
     assert "sms_spam" in (out / "accuracy.md").read_text()
+
+
+def test_benchmarks_are_not_in_the_package_and_use_only_public_names():
+    assert not (REPO / "kerasrnn" / "bench.py").exists() and not (REPO / "kerasrnn" / "accuracy_bench.py").exists()
+    for path in (REPO / "tools").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kerasrnn"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private and "._" not in node.module, f"{path.name}: {node.module} {private}"
+
+
+def test_torch_reference_pools_through_kerasrnn_pooling():
+    torch = pytest.importorskip("torch")
+    from benchmarks.torch_reference import _poolings, torch_reference
+    from kerasrnn import pooling
+
+    assert set(_poolings(torch, 1)) == set(pooling.POOLINGS)
+    rng = np.random.default_rng(0)
+    x = np.zeros((24, 10), np.int32)
+    for i, n in enumerate(rng.integers(1, 10, 24)):
+        x[i, :n] = rng.integers(3, 30, n)
+    y = (np.arange(24) % 2).astype(np.int32)
+    config = {"vocab_size": 30, "embed_dim": 4, "units": 4, "num_layers": 1, "num_classes": 2}
+    for name in pooling.POOLINGS:
+        for bidirectional in (False, True):
+            row = torch_reference(torch, x, y, {**config, "pooling": name, "bidirectional": bidirectional}, 1, 8)
+            assert row["torch_samples_per_s"] > 0
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        torch_reference(torch, x, y, {**config, "pooling": "median"}, 1, 8)

@@ -92,6 +92,7 @@ def test_bad_inputs_in_process(tmp_path):
 
 @pytest.mark.parametrize("case", ["missing file", "unknown column", "undecodable bytes", "one class",
                                   "unseen test label", "ragged row"])
+@pytest.mark.slow
 def test_bad_input_cli_one_line_exit_2_nothing_written(tmp_path, case):
     path, extra, message = _bad_inputs(tmp_path)[case]
     out = tmp_path / "run"
@@ -104,6 +105,7 @@ def test_bad_input_cli_one_line_exit_2_nothing_written(tmp_path, case):
     assert not list(tmp_path.glob(".run.partial*"))
 
 
+@pytest.mark.slow
 def test_existing_output_is_never_overwritten(tmp_path, tiny_csv):
     out = tmp_path / "run"
     out.mkdir()
@@ -114,10 +116,69 @@ def test_existing_output_is_never_overwritten(tmp_path, tiny_csv):
 
 
 def test_split_seed_fixes_the_split_across_model_seeds(tiny_csv):
-    from kerasrnn.train import parse_args, prepare_data
+    from kerasrnn.options import parse_args
+    from kerasrnn.prepare import prepare_data
 
     def test_texts(*args):
-        return prepare_data(parse_args(["--data", str(tiny_csv), "--max-len", "16", *args]))["test_texts"]
+        return prepare_data(parse_args(["--data", str(tiny_csv), "--max-len", "16", *args])).arrays.test_texts
 
     assert test_texts("--seed", "0", "--split-seed", "0") == test_texts("--seed", "1", "--split-seed", "0")
     assert test_texts("--seed", "0") != test_texts("--seed", "1")
+
+
+def test_in_memory_and_streamed_preparation_give_one_type(tiny_csv):
+    from kerasrnn.options import parse_args
+    from kerasrnn.prepare import Prepared, prepare_data
+
+    memory = prepare_data(parse_args(["--data", str(tiny_csv), "--max-len", "16"]))
+    streamed = prepare_data(parse_args(["--data", str(tiny_csv), "--max-len", "16", "--stream"]))
+    for data in (memory, streamed):
+        assert isinstance(data, Prepared) and data.labels == ["ham", "spam"]
+        assert data.train_counts.sum() == data.summary["train"]
+        assert set(data.summary) >= {"source", "rows_used", "blank_texts_skipped", "train", "validation", "test"}
+    assert not memory.streamed and memory.corpus is None and memory.arrays.x_train.shape[1] == 16
+    assert streamed.streamed and streamed.arrays is None
+
+
+# --- max_len: one rule (kerasrnn.max_len) for the in-memory and the streamed path
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 300), min_size=1, max_size=400))
+def test_max_len_from_a_histogram_is_the_interpolated_percentile(token_counts):
+    from kerasrnn import max_len
+
+    lengths = [min(n, 256) + 1 for n in token_counts]
+    counts = max_len.empty_histogram()
+    for n in token_counts:
+        counts[max_len.length_of(n)] += 1
+    assert max_len.percentile_of_histogram(counts) == np.percentile(lengths, 95)
+    assert max_len.from_histogram(counts) == int(min(256, max(8, int(np.ceil(np.percentile(lengths, 95))))))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 300), min_size=1, max_size=120))
+def test_derived_max_len_is_what_derive_max_len_gave(token_counts):
+    from kerasrnn import max_len
+    from kerasrnn.tokenizer import derive_max_len
+
+    texts = [" ".join(["w"] * n) for n in token_counts]
+    assert max_len.derive(texts) == derive_max_len(texts)
+
+
+def test_streamed_and_in_memory_paths_derive_the_same_max_len(tmp_path):
+    """Lengths where the old histogram rule (no interpolation, counts capped at 255) was off by one."""
+    from kerasrnn import max_len
+    from kerasrnn.stream import Corpus
+
+    rng = np.random.default_rng(5)
+    for trial in range(6):
+        n_words = rng.integers(1, 320, 150)
+        rows = [(" ".join(f"w{j}" for j in range(n)) + f" t{trial}x{i}", "ab"[i % 2]) for i, n in enumerate(n_words)]
+        path = write_csv(tmp_path / f"d{trial}.csv", rows)
+        corpus = Corpus([path], val_split=0.0, test_split=0.0)
+        streamed = corpus.scan(1000, None, count_cap=100_000)["max_len"]
+        assert streamed == max_len.derive([t for t, _ in rows])

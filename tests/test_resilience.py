@@ -32,6 +32,7 @@ def _wait_for(predicate, proc, timeout=300):
     return False
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_loses_and_repeats_nothing(tmp_path, tiny_csv):
     # 6 epochs, patience high enough to run all of them; kill once epoch 2 is saved (in epoch 3).
     args = ["-m", "kerasrnn.train", "--data", str(tiny_csv), *TINY, "--epochs", "6", "--patience", "10"]
@@ -67,6 +68,7 @@ def test_sigkill_mid_epoch_then_resume_loses_and_repeats_nothing(tmp_path, tiny_
     assert (tmp_path / "run/metrics.json").read_bytes() == (tmp_path / "straight/metrics.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_options_and_missing_checkpoints(tmp_path, tiny_csv):
     proc = run_cli(["-m", "kerasrnn.train", "--resume", str(tmp_path / "nothing")])
     assert proc.returncode == 2 and "no interrupted run to resume" in proc.stderr
@@ -80,7 +82,7 @@ def test_resume_refuses_other_options_and_missing_checkpoints(tmp_path, tiny_csv
 def test_a_checkpoint_from_before_an_option_existed_resumes_with_its_default(tmp_path):
     from kerasrnn.checkpoint import ADDED_LATER, RESUME_KEYS, STATE, load_state
     from kerasrnn.errors import UserError
-    from kerasrnn.train import DEFAULTS
+    from kerasrnn.options import DEFAULTS
 
     config = dict(DEFAULTS)
     old = {k: config[k] for k in RESUME_KEYS if k not in ADDED_LATER}
@@ -129,6 +131,7 @@ def test_resume_keeps_the_last_epochs_optimizer_state_when_an_earlier_epoch_was_
     assert int(resumed.optimizer.iterations.numpy()) == 12  # 3 epochs of 4 batches, not the best epoch's 4
 
 
+@pytest.mark.slow
 def test_export_killed_midway_leaves_previous_exports_valid(tmp_path, tiny_run, tiny_exports):
     out = tmp_path / "exports"
     shutil.copytree(tiny_exports, out)
@@ -151,6 +154,7 @@ def test_export_killed_midway_leaves_previous_exports_valid(tmp_path, tiny_run, 
     assert stale and remove_stale_staging(out) == stale and not any(p.exists() for p in stale)
 
 
+@pytest.mark.slow
 def test_verify_manifest_reports_missing_files(tmp_path, tiny_exports):
     out = tmp_path / "exports"
     shutil.copytree(tiny_exports, out, ignore=shutil.ignore_patterns("savedmodel"))
@@ -160,6 +164,7 @@ def test_verify_manifest_reports_missing_files(tmp_path, tiny_exports):
     assert "missing: tflite/model_int8.tflite" in proc.stdout and "missing: savedmodel/saved_model.pb" in proc.stdout
 
 
+@pytest.mark.slow
 def test_lambda_model_is_refused_not_executed(tmp_path):
     import keras
 
@@ -208,6 +213,7 @@ FILE_NAMES = {"unbalanced quotes": "unbalanced.csv", "ragged row": "ragged.csv",
               "blank label": "blanklabel.csv", "binary garbage": "garbage.csv", "gzip that is not": "fake.csv.gz"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(HOSTILE_FILES))
 def test_hostile_training_files(tmp_path, case):
     data, needles = HOSTILE_FILES[case]
@@ -217,6 +223,7 @@ def test_hostile_training_files(tmp_path, case):
     assert not (tmp_path / "run").exists() and not (tmp_path / ".run.partial").exists()
 
 
+@pytest.mark.slow
 def test_nul_bom_crlf_mixed_labels_and_delimiter_only_texts_train(tmp_path, sms_rows):
     rows = sms_rows[:300]
     body = "\r\n".join(f'"{t.replace(chr(34), chr(34) * 2)}",{1 if l == "spam" else "0"}' for t, l in rows)
@@ -228,6 +235,7 @@ def test_nul_bom_crlf_mixed_labels_and_delimiter_only_texts_train(tmp_path, sms_
     assert json.loads((tmp_path / "run/config.json").read_text())["labels"] == ["0", "1"]
 
 
+@pytest.mark.slow
 def test_mixed_label_types_in_jsonl(tmp_path):
     lines = [{"text": f"text number {i} word{i % 7}", "label": [1, "1", 2, "two"][i % 4]} for i in range(80)]
     path = tmp_path / "mixed.jsonl"
@@ -240,6 +248,7 @@ def test_mixed_label_types_in_jsonl(tmp_path):
     _one_error_line(_train(tmp_path, bad, name="run2"), "bool.jsonl:1", "label True")
 
 
+@pytest.mark.slow
 def test_thousands_of_classes(tmp_path):
     rows = [(f"item {c} tag{c} sample {k}", f"class_{c}") for c in range(2000) for k in range(3)]
     path = write_csv(tmp_path / "many.csv", rows)
@@ -249,6 +258,7 @@ def test_thousands_of_classes(tmp_path):
     assert len(metrics["per_class"]) == 2000
 
 
+@pytest.mark.slow
 def test_single_100mb_line_keeps_memory_bounded(tmp_path, sms_rows):
     path = tmp_path / "huge.csv"
     with open(path, "w", encoding="utf-8") as f:
@@ -258,10 +268,10 @@ def test_single_100mb_line_keeps_memory_bounded(tmp_path, sms_rows):
             f.write(f'"{t.replace(chr(34), chr(34) * 2)}",{l}\n')
     # VmHWM, not getrusage's ru_maxrss: the latter survives exec and so counts the forking pytest
     # process (TensorFlow loaded) as this child's peak.
-    script = ("import sys; from kerasrnn.train import parse_args, prepare_data;"
+    script = ("import sys; from kerasrnn.options import parse_args; from kerasrnn.prepare import prepare_data;"
               "p = prepare_data(parse_args(['--data', sys.argv[1], '--max-len', '24']));"
               "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1];"
-              "print(p['x_train'].shape, hwm)")
+              "print(p.arrays.x_train.shape, hwm)")
     proc = run_cli(["-c", script, str(path)])
     assert proc.returncode == 0, proc.stderr[-2000:]
     peak_kb = int(proc.stdout.split()[-1])
@@ -270,6 +280,7 @@ def test_single_100mb_line_keeps_memory_bounded(tmp_path, sms_rows):
     assert peak_kb < 800 * 1024, f"peak RSS {peak_kb / 1024:.0f} MB"
 
 
+@pytest.mark.slow
 def test_one_megabyte_text_at_inference(tiny_run):
     text = "free prize call now " * 52_000
     proc = run_cli(["-m", "kerasrnn.predict", "--run", str(tiny_run), "--json", "-"], stdin=text + "\n")
@@ -283,6 +294,7 @@ BAD_IDS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD_IDS))
 def test_out_of_range_ids_sent_straight_to_each_exported_model(tiny_exports, tiny_run, case):
     """Raw exported models read such ids as <UNKNOWN> (documented); our Python API refuses them."""
@@ -320,6 +332,7 @@ def test_out_of_range_ids_sent_straight_to_each_exported_model(tiny_exports, tin
             rt.predict_ids(rt.check_ids(bad))
 
 
+@pytest.mark.slow
 def test_wrong_dtype_and_shape_get_clear_errors(tiny_exports):
     from kerasrnn.runtimes import UserError, open_model
 

@@ -12,6 +12,7 @@ import sys
 from collections import Counter
 
 import numpy as np
+import pytest
 
 from conftest import REPO, TINY, run_cli
 
@@ -69,6 +70,7 @@ def _shards(tmp_path, rows, n, header=("text", "label")):
 MULTIWORKER_TOLERANCE = 1e-4
 
 
+@pytest.mark.slow
 def test_two_workers_on_loopback_train_like_one_process(tmp_path, tiny_csv):
     out = tmp_path / "two"
     procs = _train_two_workers(["--data", str(tiny_csv), *TWO_EPOCHS], out)
@@ -90,6 +92,7 @@ def test_two_workers_on_loopback_train_like_one_process(tmp_path, tiny_csv):
     assert diff <= MULTIWORKER_TOLERANCE, diff
 
 
+@pytest.mark.slow
 def test_multiworker_option_errors(tmp_path, tiny_csv):
     base = ["-m", "kerasrnn.train", "--data", str(tiny_csv), "--distribute", "multiworker"]
     cases = [
@@ -166,6 +169,7 @@ def test_buffer_shuffle_is_a_seeded_permutation():
     assert a != list(_buffer_shuffle(iter(items), 64, random.Random(2)))
 
 
+@pytest.mark.slow
 def test_streamed_run_end_to_end_and_errors_name_the_shard(tmp_path, sms_rows):
     folder = _shards(tmp_path, sms_rows[:900], 3)
     out = tmp_path / "run"
@@ -204,6 +208,7 @@ def _peak_rss_mb(tmp_path, args: list[str]) -> float:
 STREAMING_GROWTH_CEILING_MB = 64
 
 
+@pytest.mark.slow
 def test_streaming_memory_stays_bounded_on_a_corpus_20x_the_default(tmp_path, sms_rows):
     rng = random.Random(0)
     small = _shards(tmp_path / "x1", sms_rows, 2)
@@ -220,6 +225,7 @@ def test_streaming_memory_stays_bounded_on_a_corpus_20x_the_default(tmp_path, sm
     assert peak_big - peak_small <= STREAMING_GROWTH_CEILING_MB, (peak_small, peak_big)
 
 
+@pytest.mark.slow
 def test_stream_flag_refuses_a_folder(tmp_path):
     (tmp_path / "ham").mkdir()
     proc = run_cli(["-m", "kerasrnn.train", "--data", str(tmp_path), "--stream", "--output", str(tmp_path / "o")])

@@ -1,16 +1,23 @@
-"""Training end to end through the CLI, the run folder, determinism, backends, distribution."""
+"""Training end to end through the CLI: the run folder, determinism, backends, distribution,
+the `python -m kerasrnn <verb>` entry point and a quiet stderr."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 
-from conftest import TINY, run_cli
+from conftest import REPO, TINY, run_cli
 
 RUN_FILES = ["model.keras", "vocab.txt", "labels.txt", "config.json", "metrics.json", "history.csv",
              "training_curves.png", "confusion_matrix.png", "README.md", "test_split.jsonl"]
 
 
+@pytest.mark.slow
 def test_run_folder_has_every_file(tiny_run):
     for name in RUN_FILES:
         assert (tiny_run / name).is_file(), name
@@ -28,6 +35,7 @@ def test_run_folder_has_every_file(tiny_run):
     assert (tiny_run / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics_and_weights(tmp_path, tiny_csv, tiny_run):
     out = tmp_path / "again"
     proc = run_cli(["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(out), *TINY])
@@ -40,23 +48,7 @@ def test_same_seed_gives_identical_metrics_and_weights(tmp_path, tiny_csv, tiny_
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
-def test_config_file_and_flag_precedence(tmp_path, tiny_csv):
-    cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({"units": 6, "embed_dim": 4, "epochs": 1, "max_len": 12, "vocab_size": 300,
-                               "verbose": 0, "class_weight": "balanced", "pooling": "mean"}))
-    out = tmp_path / "run"
-    proc = run_cli(["-m", "kerasrnn.train", "--config", str(cfg), "--data", str(tiny_csv), "--units", "5",
-                    "--output", str(out)])
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    config = json.loads((out / "config.json").read_text())
-    assert config["units"] == 5 and config["embed_dim"] == 4 and config["max_len"] == 12
-    assert config["class_weight"] == "balanced" and config["pooling"] == "mean"
-    bad = tmp_path / "bad.json"
-    bad.write_text('{"unit": 3}')
-    proc = run_cli(["-m", "kerasrnn.train", "--config", str(bad)])
-    assert proc.returncode == 2 and "unknown option(s) unit" in proc.stderr
-
-
+@pytest.mark.slow
 def test_jax_training_reloads_under_tensorflow(tmp_path, tiny_csv):
     out = tmp_path / "jaxrun"
     proc = run_cli(["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(out), *TINY],
@@ -79,6 +71,7 @@ def test_jax_training_reloads_under_tensorflow(tmp_path, tiny_csv):
     assert np.abs(tf_probs - jax_probs).max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_tensorflow_backend_trains_on_trimmed_batches(tmp_path, tiny_csv):
     # The tensorflow path differs from JAX's: variable-length model, batches cut to their longest text.
     out = tmp_path / "tfrun"
@@ -94,6 +87,7 @@ def test_tensorflow_backend_trains_on_trimmed_batches(tmp_path, tiny_csv):
     assert json.loads((out / "metrics.json").read_text())["accuracy"] > 0.5
 
 
+@pytest.mark.slow
 def test_backend_choice_errors(tmp_path, tiny_csv):
     proc = run_cli(["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(tmp_path / "x"),
                     "--backend", "jax", "--distribute", "mirrored"])
@@ -104,6 +98,7 @@ def test_backend_choice_errors(tmp_path, tiny_csv):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_csv):
     out = tmp_path / "mirrored"
     proc = run_cli(["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(out), *TINY,
@@ -113,6 +108,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_csv):
     assert (out / "model.keras").is_file()
 
 
+@pytest.mark.slow
 def test_predict_cli_text_and_json(tiny_run):
     proc = run_cli(["-m", "kerasrnn.predict", "--run", str(tiny_run), "--json", "hello", "FREE prize"])
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -126,54 +122,10 @@ def test_predict_cli_text_and_json(tiny_run):
     assert proc.returncode == 2 and proc.stderr.startswith("error:")
 
 
-def test_batches_are_cut_to_their_longest_text_or_its_bucket():
-    from kerasrnn.train import make_dataset, trim_lengths
-
-    assert trim_lengths(35, "buckets") == [35] and trim_lengths(200, "buckets") == [32, 64, 200]
-    rng = np.random.default_rng(0)
-    x = np.zeros((200, 200), np.int32)
-    for i, n in enumerate(rng.integers(1, 120, 200)):
-        x[i, :n] = rng.integers(3, 50, n)
-    y = np.arange(200, dtype=np.int32)
-    for mode, allowed in (("exact", set(range(1, 201))), ("buckets", {32, 64, 200})):
-        for bx, by in make_dataset(x, y, 16, False, 0, trim=mode):
-            bx, by = bx.numpy(), by.numpy()
-            longest = int((x[by] != 0).sum(1).max())
-            width = bx.shape[1]
-            assert width in allowed and width >= longest and (mode == "buckets" or width == longest)
-            if mode == "buckets" and len(by) < 16:  # the short last batch keeps the full length
-                assert width == 200
-            assert np.array_equal(bx, x[by][:, :width]) and not x[by][:, width:].any()
-
-
-def test_numpy_batches_cut_like_tf_data_and_resume_at_any_epoch():
-    from kerasrnn.train import numpy_batches
-
-    rng = np.random.default_rng(1)
-    x = np.zeros((100, 200), np.int32)
-    for i, n in enumerate(rng.integers(1, 120, 100)):
-        x[i, :n] = rng.integers(3, 50, n)
-    y = np.arange(100, dtype=np.int32)
-    weights = np.linspace(0.5, 1.5, 100).astype(np.float32)
-    run = list(numpy_batches(x, y, 16, 7, weights, 0, 3, "buckets"))
-    assert len(run) == 3 * 7  # 100 rows in batches of 16, three epochs
-    for epoch in range(3):
-        seen = np.concatenate([by for _, by, _ in run[epoch * 7:(epoch + 1) * 7]])
-        assert sorted(seen) == list(range(100))  # every row once per epoch
-    orders = [np.concatenate([by for _, by, _ in run[e * 7:(e + 1) * 7]]) for e in range(3)]
-    assert not np.array_equal(orders[0], orders[1])  # reshuffled each epoch
-    for bx, by, bw in run:
-        longest, width = int((x[by] != 0).sum(1).max()), bx.shape[1]
-        assert width in {32, 64, 200} and width >= longest
-        assert len(by) == 16 or width == 200  # the short last batch keeps the full length
-        assert np.array_equal(bx, x[by][:, :width]) and not x[by][:, width:].any()
-        assert np.array_equal(bw, weights[by])
-    resumed = list(numpy_batches(x, y, 16, 7, weights, 2, 3, "buckets"))
-    assert all(np.array_equal(a[1], b[1]) for a, b in zip(resumed, run[14:], strict=True))
-
-
 def test_optimizer_schedule_and_clipping():
-    from kerasrnn.train import COSINE_FLOOR, DEFAULTS, make_optimizer, steps_per_epoch
+    from kerasrnn.batching import steps_per_epoch
+    from kerasrnn.options import COSINE_FLOOR, DEFAULTS
+    from kerasrnn.train import make_optimizer
 
     constant = make_optimizer(DEFAULTS, 1000)
     assert constant.clipnorm is None and np.isclose(float(constant.learning_rate), DEFAULTS["learning_rate"])
@@ -186,11 +138,78 @@ def test_optimizer_schedule_and_clipping():
     assert lr_end < float(schedule(total // 2)) < lr0
 
 
-def test_bad_training_options_get_one_line_errors(tmp_path, tiny_csv):
-    config_file = tmp_path / "c.json"
-    config_file.write_text('{"bidirectional": "yes"}')
-    for args, message in ((["--clipnorm", "-1"], "--clipnorm"), (["--config", str(config_file)], "--bidirectional"),
-                          (["--lr-schedule", "step"], "invalid choice")):
-        proc = run_cli(["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(tmp_path / "x"), *args])
-        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
-    assert not (tmp_path / "x").exists()
+# --- stderr: no native start-up noise (kerasrnn.native_logs), unless KERASRNN_VERBOSE=1
+
+NOISE = ("absl::InitializeLog", "InitGoogle", "cpu_feature_guard", "oneDNN", "node_def_util", "XNNPACK",
+         "rebuild TensorFlow")
+
+
+def noise_in(stderr: str) -> list[str]:
+    import re
+
+    return [line for line in stderr.splitlines()
+            if any(n in line for n in NOISE) or re.match(r"[IWE]\d{4} \d\d:\d\d:", line)]
+
+
+def run_as_user(args: list[str], **env) -> subprocess.CompletedProcess:
+    """Like run_cli, but with the environment a user has: no TF_CPP_MIN_LOG_LEVEL."""
+    full = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERASRNN_VERBOSE")}
+    full.update(PYTHONPATH=str(REPO), **env)
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=full, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_training_prints_no_native_startup_noise(tmp_path, tiny_csv):
+    # the TensorFlow backend: absl's pre-init line and tf.data's NodeDef error line without the filter
+    proc = run_as_user(["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(tmp_path / "run"), *TINY,
+                        "--epochs", "1", "--backend", "tensorflow"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert noise_in(proc.stderr) == [], proc.stderr
+    assert "test accuracy" in proc.stdout
+
+
+@pytest.mark.slow
+def test_quiet_stderr_keeps_errors_and_verbose_brings_the_noise_back():
+    script = ("import sys; from kerasrnn.errors import UserError, cli_main\n"
+              "def main(argv):\n"
+              "    import tensorflow\n"
+              "    tensorflow.constant(1.0) + 1\n"
+              "    print('real problem', file=sys.stderr)\n"
+              "    raise UserError('bad input')\n"
+              "sys.exit(cli_main(main))")
+    quiet = run_as_user(["-c", script])
+    assert quiet.returncode == 2 and noise_in(quiet.stderr) == [], quiet.stderr
+    assert quiet.stderr.splitlines()[-2:] == ["real problem", "error: bad input"]
+    unfiltered = run_as_user(["-c", "import tensorflow; tensorflow.constant(1.0) + 1"])
+    if noise_in(unfiltered.stderr):  # this TensorFlow build is noisy here: --verbose shows it again
+        verbose = run_as_user(["-c", script], KERASRNN_VERBOSE="1")
+        assert noise_in(verbose.stderr) and verbose.stderr.splitlines()[-1] == "error: bad input"
+
+
+# --- python -m kerasrnn <verb>
+
+@pytest.mark.slow
+def test_python_m_kerasrnn_lists_and_dispatches_verbs(tmp_path):
+    listing = run_cli(["-m", "kerasrnn", "--help"])
+    assert listing.returncode == 0
+    for verb in ("train", "predict", "export", "parity", "bench"):
+        assert f"  {verb} " in listing.stdout
+    assert run_cli(["-m", "kerasrnn"]).returncode == 2
+    unknown = run_cli(["-m", "kerasrnn", "fly"])
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1 and "'fly'" in unknown.stderr
+    for args in (["--data", str(tmp_path / "nope.csv")], ["train", "--data", str(tmp_path / "nope.csv")]):
+        proc = run_cli(["-m", "kerasrnn", *args])  # options alone: train, as before the verbs
+        assert proc.returncode == 2 and proc.stderr.startswith("error:") and "nope.csv" in proc.stderr
+    proc = run_cli(["-m", "kerasrnn", "predict", "--run", str(tmp_path / "none"), "hi"])
+    assert proc.returncode == 2 and proc.stderr.startswith("error:")
+    for verb, prog in (("export", "tools/export.py"), ("parity", "tools/check_parity.py"), ("bench", "tools/bench.py")):
+        proc = run_cli(["-m", "kerasrnn", verb, "--help"])
+        assert proc.returncode == 0 and prog in proc.stdout, proc.stderr
+
+
+@pytest.mark.slow
+def test_bench_verb_outside_a_checkout_says_so(tmp_path):
+    site = tmp_path / "site"
+    shutil.copytree(REPO / "kerasrnn", site / "kerasrnn", ignore=shutil.ignore_patterns("__pycache__"))
+    proc = run_cli(["-m", "kerasrnn", "bench"], cwd=tmp_path, env={"PYTHONPATH": str(site)})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "source checkout" in proc.stderr

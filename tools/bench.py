@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# tools/ itself, for the benchmarks package, however this script is started (runpy, python -m kerasrnn bench)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kerasrnn.errors import cli_main  # noqa: E402
 
 
@@ -18,7 +20,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-train", action="store_true", help="skip the training comparison")
     p.add_argument("--out", default="bench", help="folder for bench.json, bench.md, bench.png")
     args = p.parse_args(argv)
-    from kerasrnn.bench import run_bench
+    from benchmarks.inference import run_bench
 
     run_bench(args.run, args.synthetic, args.quick, Path(args.out), train=not args.no_train)
     print(f"wrote {args.out}/bench.json, bench.md, bench.png")

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# tools/ itself, for the benchmarks package, however this script is started (runpy, python -m kerasrnn bench)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kerasrnn.errors import UserError, cli_main  # noqa: E402
 
 
@@ -27,7 +29,7 @@ def main(argv=None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         extra[key.replace("-", "_")] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
-    from kerasrnn.accuracy_bench import run
+    from benchmarks.accuracy import run
 
     run(datasets, [int(s) for s in args.seeds.split(",")], args.only.split(",") if args.only else None,
         Path(args.out), extra)

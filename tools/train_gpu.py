@@ -13,9 +13,11 @@ import sys
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# tools/ itself, for the benchmarks package, however this script is started (runpy, python -m kerasrnn bench)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def main() -> int:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="20000,256,128,256", help="vocab,max_len,embed,units")
     p.add_argument("--batches", default="256,1024")
@@ -23,8 +25,8 @@ def main() -> int:
     p.add_argument("--pooling", default="max", help="comma list of max,last,mean (default: the default model's)")
     p.add_argument("--epochs", type=int, default=3, help="the first epoch (compilation) is not counted")
     p.add_argument("--out", default="gpu_bench.json")
-    args = p.parse_args()
-    from kerasrnn.bench import gpu_training_bench
+    args = p.parse_args(argv)
+    from benchmarks.training import gpu_training_bench
 
     vocab, max_len, embed, units = (int(v) for v in args.sizes.split(","))
     result = gpu_training_bench(vocab, max_len, embed, units, [int(b) for b in args.batches.split(",")],
@@ -35,4 +37,6 @@ def main() -> int:
     return 0
 
 
-sys.exit(main())
+from kerasrnn.errors import cli_main  # noqa: E402
+
+sys.exit(cli_main(main))

@@ -26,8 +26,9 @@ def run(datasets_dir: Path, seeds: list[int], only: list[str] | None, out: Path,
         log=print) -> dict:
     import tempfile
 
+    from kerasrnn.options import DEFAULTS
     from kerasrnn.run import METRICS_FILE, read_json
-    from kerasrnn.train import DEFAULTS, train
+    from kerasrnn.train import train
 
     rows = {}
     for name, (train_file, test_file, ref_acc, ref_f1) in DATASETS.items():

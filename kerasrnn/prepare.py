@@ -1,0 +1,111 @@
+"""Data preparation: load, split, learn the vocabulary, encode. One result type, `Prepared`, for
+data held in memory and for a corpus streamed from disk (kerasrnn.stream).
+
+In memory: a stratified split seeded by --split-seed (else --seed), texts encoded into arrays.
+Streamed (--stream, or a glob in --data / --test-data): one pass for labels, split sizes and
+vocabulary; the split is by a hash of each text and the texts stay on disk.
+Both derive max_len by the same rule (kerasrnn.max_len).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kerasrnn.tokenizer import Tokenizer
+
+
+@dataclass
+class Arrays:
+    """The encoded splits of data held in memory."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    test_texts: list[str]
+
+
+@dataclass
+class Prepared:
+    """What training needs of the data. Exactly one of `arrays` (in memory) and `corpus` (streamed)
+    is set."""
+
+    tokenizer: Tokenizer
+    labels: list[str]
+    summary: dict               # source, rows_used, blank_texts_skipped, train / validation / test sizes
+    train_counts: np.ndarray    # training texts per label (float), for --class-weight balanced
+    arrays: Arrays | None = None
+    corpus: object | None = None  # kerasrnn.stream.Corpus
+
+    @property
+    def streamed(self) -> bool:
+        return self.corpus is not None
+
+
+def prepare_data(config: dict) -> Prepared:
+    """Load, split and encode --data (and --test-data) as configured; every input check happens here."""
+    from kerasrnn.stream import is_glob
+
+    if config["stream"] or is_glob(config["data"]) or is_glob(config["test_data"]):
+        return prepare_stream(config)
+    return prepare_in_memory(config)
+
+
+def prepare_in_memory(config: dict) -> Prepared:
+    from kerasrnn import max_len
+    from kerasrnn.data import encode_labels, label_order, load_dataset, stratified_split
+    from kerasrnn.errors import UserError
+    from kerasrnn.tokenizer import build_vocabulary
+
+    data = load_dataset(config["data"], config["text_column"], config["label_column"])
+    labels = label_order(data.labels)
+    if len(labels) < 2:
+        raise UserError(f"{data.source}: only one class ({labels[0]!r}); a classifier needs at least two")
+    y = encode_labels(data, labels, "data")
+    texts = np.array(data.texts, dtype=object)
+    seed = config["seed"] if config.get("split_seed") is None else config["split_seed"]
+    if config["test_data"]:
+        test = load_dataset(config["test_data"], config["text_column"], config["label_column"])
+        y_test = encode_labels(test, labels, "--test-data")
+        train_idx, val_idx = stratified_split(y, [config["val_split"]], seed)
+        x_test_text = list(test.texts)
+    else:
+        train_idx, val_idx, test_idx = stratified_split(y, [config["val_split"], config["test_split"]], seed)
+        if len(test_idx) == 0:
+            raise UserError(f"{data.source}: too few rows for a test split; add data, raise --test-split "
+                            "or pass --test-data")
+        x_test_text, y_test = list(texts[test_idx]), y[test_idx]
+    train_texts = list(texts[train_idx])
+    width = config["max_len"] or max_len.derive(train_texts)
+    words = build_vocabulary(train_texts, config["vocab_size"], max_tokens=width - 1)
+    tokenizer = Tokenizer(words, width)
+    arrays = Arrays(x_train=tokenizer.encode(train_texts), y_train=y[train_idx],
+                    x_val=tokenizer.encode(texts[val_idx]), y_val=y[val_idx],
+                    x_test=tokenizer.encode(x_test_text), y_test=np.asarray(y_test), test_texts=x_test_text)
+    summary = {"source": data.source, "rows_used": len(data.texts), "blank_texts_skipped": data.skipped_blank,
+               "train": len(train_idx), "validation": len(val_idx), "test": len(y_test)}
+    return Prepared(tokenizer, labels, summary, np.bincount(arrays.y_train, minlength=len(labels)).astype(float),
+                    arrays=arrays)
+
+
+def prepare_stream(config: dict) -> Prepared:
+    """The streamed counterpart of prepare_in_memory: one pass for labels, split sizes and vocabulary."""
+    from kerasrnn.errors import UserError
+    from kerasrnn.stream import Corpus, shard_files
+
+    corpus = Corpus(shard_files(config["data"]), shard_files(config["test_data"]) if config["test_data"] else None,
+                    config["text_column"], config["label_column"], config["val_split"], config["test_split"])
+    scan = corpus.scan(config["vocab_size"], config["max_len"], count_cap=max(200_000, 20 * config["vocab_size"]))
+    if corpus.sizes["test"] == 0:
+        raise UserError(f"{corpus.source}: no text fell in the test split; add data, raise --test-split "
+                        "or pass --test-data")
+    if scan["words_pruned"]:
+        print(f"vocabulary: {scan['words_pruned']} rare words dropped while counting (bounded memory)")
+    labels, sizes = scan["labels"], corpus.sizes
+    summary = {"source": corpus.source, "rows_used": sum(sizes.values()), "blank_texts_skipped": corpus.skipped_blank,
+               **sizes, "streamed": corpus.describe()}
+    train_counts = np.array([scan["label_counts"].get(lab, 0) for lab in labels], float)
+    return Prepared(Tokenizer(scan["words"], scan["max_len"]), labels, summary, train_counts, corpus=corpus)
