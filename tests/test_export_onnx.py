@@ -21,6 +21,8 @@ def test_onnx_contract(tiny_exports):
     assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", 24]
     assert out.name == "probabilities" and out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert model.opset_import[0].version >= 17
+    # Written at the lowest IR version opset 17 allows, so older runtimes and onnxruntime-web load it.
+    assert model.ir_version == 8
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["labels"]) == ["ham", "spam"] and meta["max_len"] == "24"
     assert json.loads(meta["tokenizer"])["type"] == "regex" and meta["source_run"]
@@ -38,6 +40,7 @@ def test_loop_onnx_export_option(tmp_path, tiny_run):
     model = onnx.load(str(out / "onnx/model.onnx"))
     assert "Loop" in {n.op_type for n in model.graph.node} or any(
         n.op_type == "Scan" for n in model.graph.node)
+    assert model.ir_version == 8
     assert {p.key: p.value for p in model.metadata_props}["rnn_impl"] == "loop"
 
 

@@ -22,6 +22,9 @@ from kerasrnn.model import export_weights
 from kerasrnn.tokenizer import UNKNOWN_ID
 
 OPSET = 17
+# The lowest IR version opset 17 needs. onnx writes its newest by default (14 with onnx 1.23), which
+# onnxruntime 1.20 (max IR 10) and onnxruntime-web 1.30 (max IR 13) refuse to load.
+IR_VERSION = 8
 INPUT, OUTPUT = "tokens", "probabilities"
 
 
@@ -194,12 +197,14 @@ def export_onnx(model, config: dict, tokenizer, labels: list[str], out_file: Pat
     del proto.metadata_props[:]
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
+    proto.ir_version = IR_VERSION
     proto.doc_string = "kerasrnn SimpleRNN text classifier; input: post-padded token ids, output: probabilities"
     onnx.checker.check_model(proto, full_check=True)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(out_file))
     return {
         "opset": OPSET,
+        "ir_version": IR_VERSION,
         "rnn_impl": impl,
         "inputs": {INPUT: {"dtype": "int32", "shape": ["batch", config["max_len"]]}},
         "outputs": {OUTPUT: {"dtype": "float32", "shape": ["batch", config["num_classes"]]}},
