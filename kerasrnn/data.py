@@ -30,6 +30,7 @@ class Dataset:
     source: str
     skipped_blank: int = 0
     label_lines: list[int] = field(default_factory=list)  # line of each row, for error messages
+    labels_trimmed: int = 0  # rows whose label had surrounding spaces (" spam" is read as "spam")
 
 
 def default_dataset_path() -> Path:
@@ -172,6 +173,10 @@ def read_delimited(path: Path, lines, delimiter: str, text_column: str, label_co
                 f"{path}:1: no column {wanted!r}; available: {', '.join(map(repr, header))} "
                 "(use --text-column / --label-column)"
             )
+        if header.count(wanted) > 1:
+            columns = ", ".join(str(i + 1) for i, h in enumerate(header) if h == wanted)
+            raise UserError(f"{path}:1: column {wanted!r} appears {header.count(wanted)} times (columns {columns}); "
+                            "rename the one that is not meant, so it is clear which to read")
     ti, li = header.index(text_column), header.index(label_column)
     for line_num, row in records:
         if not row or (len(row) == 1 and not row[0].strip()):
@@ -215,10 +220,18 @@ def read_rows(path: Path, lines, text_column: str, label_column: str):
     return read_delimited(path, lines, "\t" if fmt == "tsv" else ",", text_column, label_column)
 
 
+# Characters that end a line for str.splitlines (and for readers of labels.txt, MediaPipe's among them).
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
 def checked_label(label, where: str) -> str:
     label = _label_to_str(label, where)
     if not label:
         raise UserError(f"{where}: empty label; fill it in or remove the row")
+    if any(c in LINE_BREAKS for c in label):
+        # labels.txt holds one label per line: such a label would become two category names.
+        raise UserError(f"{where}: label {label!r} contains a line break; labels are written one per line "
+                        "to labels.txt, so rename it without the line break")
     return label
 
 
@@ -248,9 +261,10 @@ def load_dataset(path: str | os.PathLike | None, text_column: str = "text", labe
         if not text.strip():
             raise UserError(f"{path}: the file is empty; it needs a header line and rows")
         rows = read_rows(path, _lines(text), text_column, label_column)
-    texts, labels, lines, blank = [], [], [], 0
+    texts, labels, lines, blank, trimmed = [], [], [], 0, 0
     for line, text, label in rows:
         where = line if isinstance(line, str) else f"{path}:{line}"
+        trimmed += isinstance(label, str) and label != label.strip()
         label = checked_label(label, where)
         if not text.strip():
             blank += 1
@@ -261,7 +275,7 @@ def load_dataset(path: str | os.PathLike | None, text_column: str = "text", labe
     if not texts:
         what = f" ({blank} blank texts skipped)" if blank else ""
         raise UserError(f"{path}: no non-empty texts{what}; check --text-column")
-    return Dataset(texts, labels, str(path), blank, lines)
+    return Dataset(texts, labels, str(path), blank, lines, trimmed)
 
 
 def label_order(labels: list[str]) -> list[str]:

@@ -87,6 +87,11 @@ def prepare_in_memory(config: dict) -> Prepared:
                     x_test=tokenizer.encode(x_test_text), y_test=np.asarray(y_test), test_texts=x_test_text)
     summary = {"source": data.source, "rows_used": len(data.texts), "blank_texts_skipped": data.skipped_blank,
                "train": len(train_idx), "validation": len(val_idx), "test": len(y_test)}
+    trimmed = data.labels_trimmed + (test.labels_trimmed if config["test_data"] else 0)
+    if trimmed:  # " spam" and "spam" are one class: say so, since the user may have meant two
+        summary["labels_with_spaces_trimmed"] = trimmed
+        print(f"labels: {trimmed} label(s) had surrounding spaces and were read without them "
+              "(e.g. ' spam' as 'spam')")
     return Prepared(tokenizer, labels, summary, np.bincount(arrays.y_train, minlength=len(labels)).astype(float),
                     arrays=arrays)
 

@@ -182,3 +182,30 @@ def test_streamed_and_in_memory_paths_derive_the_same_max_len(tmp_path):
         corpus = Corpus([path], val_split=0.0, test_split=0.0)
         streamed = corpus.scan(1000, None, count_cap=100_000)["max_len"]
         assert streamed == max_len.derive([t for t, _ in rows])
+
+
+def test_label_with_a_line_break_is_refused_with_its_line(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text('text,label\nhello there,ham\n"free prize","spam\nham"\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"d\.csv:4: label 'spam\\nham' contains a line break"):
+        load_dataset(f)
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text(json.dumps({"text": "a", "label": "x\u2028y"}) + "\n")
+    with pytest.raises(UserError, match=r"d\.jsonl:1: .*line break"):
+        load_dataset(jsonl)
+
+
+def test_duplicated_column_name_is_refused(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label,text\nhello,ham,other\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"d\.csv:1: column 'text' appears 2 times \(columns 1, 3\)"):
+        load_dataset(f)
+    f.write_text("text,label,label\nhello,ham,spam\n", encoding="utf-8")
+    with pytest.raises(UserError, match="column 'label' appears 2 times"):
+        load_dataset(f)
+
+
+def test_labels_with_surrounding_spaces_are_merged_and_counted(tmp_path):
+    data = load_dataset(write_csv(tmp_path / "d.csv", ROWS + [("more cash", " spam"), ("hi", "ham ")]))
+    assert set(data.labels) == {"ham", "spam"} and data.labels_trimmed == 2
+    assert load_dataset(write_csv(tmp_path / "e.csv", ROWS)).labels_trimmed == 0
