@@ -21,13 +21,13 @@ STATE = "state.json"
 LAST_WEIGHTS = "last.weights.h5"
 BEST_WEIGHTS = "best.weights.h5"
 # Options that must match to resume: anything that changes the data split, vocabulary or model.
-# The model's are options.MODEL_KEYS; the set (saved in every checkpoint) must not change, or runs
-# interrupted before the change could not resume.
+# The model's are options.MODEL_KEYS. A key added later needs its "off" value in ADDED_LATER, so that
+# a run interrupted before it existed still resumes.
 RESUME_KEYS = ("data", "text_column", "label_column", "test_data", "val_split", "test_split", "vocab_size",
-               "max_len", *MODEL_KEYS, "batch_size", "learning_rate", "lr_schedule", "clipnorm", "class_weight",
+               "min_count", "max_len", *MODEL_KEYS, "batch_size", "learning_rate", "lr_schedule", "clipnorm", "class_weight",
                "seed", "split_seed", "epochs", "patience", "backend", "stream")
 
-ADDED_LATER = {"bidirectional": False, "lr_schedule": "constant", "clipnorm": 0.0}
+ADDED_LATER = {"bidirectional": False, "lr_schedule": "constant", "clipnorm": 0.0, "bag_dim": 0, "min_count": 1}
 
 
 def partial_dir(out_dir: Path) -> Path:

@@ -23,8 +23,13 @@ warnings.filterwarnings("ignore", message="Layer 'pool' .*does not support maski
 
 def build_model(vocab_size: int, num_classes: int, max_len: int | None, embed_dim: int = 64, units: int = 64,
                 num_layers: int = 1, dropout: float = 0.0, pooling: str = "last", bidirectional: bool = False,
-                unroll: bool = False, batch_size: int | None = None, sanitize_ids: bool = False) -> keras.Model:
+                bag_dim: int = 0, unroll: bool = False, batch_size: int | None = None,
+                sanitize_ids: bool = False) -> keras.Model:
     """`max_len=None` accepts any sequence length (training on trimmed batches).
+    `bag_dim` > 0 adds a bag-of-words path beside the recurrence: a second embedding of that width,
+    averaged over the text's real tokens, concatenated with the RNN's pooled (and dropped-out)
+    outputs before the Dense layer. Being linear up to the softmax, it exports as one per-word
+    table of class scores (bag_logit_table).
     `sanitize_ids` (export graphs only): ids outside [0, vocab_size) are read as <UNKNOWN>."""
     pool = poolings.choose(pooling, _POOLS)  # fails on an unknown name before anything is built
     tokens = keras.Input(shape=(max_len,), batch_size=batch_size, dtype="int32", name="tokens")
@@ -45,6 +50,10 @@ def build_model(vocab_size: int, num_classes: int, max_len: int | None, embed_di
     x = pool(x, ids, bidirectional)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
+    if bag_dim:
+        bag = keras.layers.Embedding(vocab_size, bag_dim, mask_zero=True, name="bag_embedding")(ids)
+        bag = keras.layers.GlobalAveragePooling1D(name="bag_mean")(bag)  # over the real tokens (mask)
+        x = keras.layers.Concatenate(name="features")([x, bag])
     probabilities = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(tokens, probabilities, name="kerasrnn")
 
@@ -76,10 +85,10 @@ _POOLS = {"last": _pool_last, "max": _pool_max, "mean": _pool_mean}
 
 def model_kwargs(config: dict) -> dict:
     """The build_model arguments recorded in a run's config.json (options.MODEL_ARGS)."""
-    from kerasrnn.options import MODEL_ARGS
+    from kerasrnn.options import MODEL_ADDED_LATER, MODEL_ARGS
 
-    # A run from before --bidirectional existed has no such key: it is a one-direction model.
-    return {k: config.get(k, False) if k == "bidirectional" else config[k] for k in MODEL_ARGS}
+    # A run from before an option existed has no such key: it ran with what the option's "off" is.
+    return {k: config.get(k, MODEL_ADDED_LATER[k]) if k in MODEL_ADDED_LATER else config[k] for k in MODEL_ARGS}
 
 
 def rebuild(model: keras.Model, config: dict, unroll: bool = False, batch_size: int | None = None,
@@ -135,3 +144,21 @@ def export_weights(model: keras.Model, num_layers: int):
     identity = np.eye(width, dtype=np.float32)
     layers[0] = [(identity[:, d * units:(d + 1) * units], r, b) for d, (_, r, b) in enumerate(first)]
     return table, layers
+
+
+def head_weights(model: keras.Model) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """What the hand-written export graphs need after the RNN's pooled features: the Dense kernel's
+    rows for those features, its bias, and the bag-of-words path folded (None without one).
+
+    logits = features @ K_rnn + mean over real tokens of bag_embedding[id] @ K_bag + b, and the mean
+    commutes with the product, so the bag path is one [vocab, classes] table of per-word class
+    scores (taken in float64): the graph gathers each token's row and averages them.
+    """
+    kernel, bias = model.get_layer("probabilities").get_weights()
+    try:
+        bag = model.get_layer("bag_embedding").get_weights()[0]
+    except ValueError:
+        return kernel.astype(np.float32), bias.astype(np.float32), None
+    width = kernel.shape[0] - bag.shape[1]
+    table = (bag.astype(np.float64) @ kernel[width:].astype(np.float64)).astype(np.float32)
+    return kernel[:width].astype(np.float32), bias.astype(np.float32), table

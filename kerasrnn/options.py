@@ -21,12 +21,14 @@ DEFAULTS = {
     "val_split": 0.1,
     "test_split": 0.2,
     "vocab_size": 20000,
+    "min_count": 1,             # words seen fewer times in the training texts stay out of the vocabulary
     "max_len": None,            # None: 95th percentile of training token counts, within [8, 256]
     "embed_dim": 128,           # 64 -> 128: +2.1 points on 20 Newsgroups for 1.2x the time (README, Accuracy)
     "units": 64,                # 128 units gained 0.1-1.5 points for 2-2.5x the time and half the speed
     "num_layers": 1,
     "dropout": 0.0,
     "bidirectional": False,
+    "bag_dim": 0,               # >0: a bag-of-words path of this width beside the RNN (model.build_model)
     "pooling": pooling.DEFAULT,  # max over the RNN outputs: far better than the last state on long texts
     "epochs": 10,
     "batch_size": 32,
@@ -53,7 +55,9 @@ DEFAULTS = {
 # data decides (DATA_MODEL_KEYS: the tokenizer's vocabulary and max_len, the number of labels) they
 # are build_model's arguments and what config.json records of the model (MODEL_ARGS); a resumed run
 # must match them (checkpoint.RESUME_KEYS).
-MODEL_KEYS = ("embed_dim", "units", "num_layers", "dropout", "pooling", "bidirectional")
+MODEL_KEYS = ("embed_dim", "units", "num_layers", "dropout", "pooling", "bidirectional", "bag_dim")
+# What a run recorded before these options existed ran with (its config.json lacks the key).
+MODEL_ADDED_LATER = {"bidirectional": False, "bag_dim": 0}
 DATA_MODEL_KEYS = ("vocab_size", "num_classes", "max_len")
 MODEL_ARGS = DATA_MODEL_KEYS + MODEL_KEYS
 
@@ -75,12 +79,16 @@ def parse_args(argv=None) -> dict:
     p.add_argument("--val-split", type=float)
     p.add_argument("--test-split", type=float)
     p.add_argument("--vocab-size", type=int, help="vocabulary size including the 3 reserved ids")
+    p.add_argument("--min-count", type=int, help="keep only words seen at least this often in training (and at "
+                                                 "most --vocab-size of them)")
     p.add_argument("--max-len", type=int, help="tokens per text including <START>")
     p.add_argument("--embed-dim", type=int)
     p.add_argument("--units", type=int)
     p.add_argument("--num-layers", type=int)
     p.add_argument("--dropout", type=float)
     p.add_argument("--pooling", choices=pooling.POOLINGS, help="how the RNN outputs become one vector")
+    p.add_argument("--bag-dim", type=int, help="width of a bag-of-words path beside the RNN (a second embedding "
+                                               "averaged over the text, joined before the Dense layer); 0 = none")
     p.add_argument("--bidirectional", action=argparse.BooleanOptionalAction,
                    help="a second SimpleRNN reads each text backwards; outputs are concatenated (2x the cost)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
@@ -147,6 +155,8 @@ def check(config: dict) -> None:
         (0 <= config["val_split"] < 1 and 0 <= config["test_split"] < 1
          and config["val_split"] + config["test_split"] < 1, "--val-split and --test-split must be in [0, 1) with sum < 1"),
         (config["vocab_size"] >= 4, "--vocab-size must be at least 4"),
+        (isinstance(config["min_count"], int) and config["min_count"] >= 1, "--min-count must be at least 1"),
+        (isinstance(config["bag_dim"], int) and config["bag_dim"] >= 0, "--bag-dim must be 0 (none) or positive"),
         (config["max_len"] is None or config["max_len"] >= 2, "--max-len must be at least 2"),
         (min(config["embed_dim"], config["units"], config["num_layers"], config["epochs"], config["batch_size"]) >= 1,
          "--embed-dim, --units, --num-layers, --epochs and --batch-size must be positive"),

@@ -80,7 +80,8 @@ def prepare_in_memory(config: dict) -> Prepared:
         x_test_text, y_test = list(texts[test_idx]), y[test_idx]
     train_texts = list(texts[train_idx])
     width = config["max_len"] or max_len.derive(train_texts)
-    words = build_vocabulary(train_texts, config["vocab_size"], max_tokens=width - 1)
+    words = build_vocabulary(train_texts, config["vocab_size"], min_count=config["min_count"],
+                             max_tokens=width - 1)
     tokenizer = Tokenizer(words, width)
     arrays = Arrays(x_train=tokenizer.encode(train_texts), y_train=y[train_idx],
                     x_val=tokenizer.encode(texts[val_idx]), y_val=y[val_idx],
@@ -103,7 +104,7 @@ def prepare_stream(config: dict) -> Prepared:
 
     corpus = Corpus(shard_files(config["data"]), shard_files(config["test_data"]) if config["test_data"] else None,
                     config["text_column"], config["label_column"], config["val_split"], config["test_split"])
-    scan = corpus.scan(config["vocab_size"], config["max_len"], count_cap=max(200_000, 20 * config["vocab_size"]))
+    scan = corpus.scan(config["vocab_size"], config["max_len"], min_count=config["min_count"], count_cap=max(200_000, 20 * config["vocab_size"]))
     if corpus.sizes["test"] == 0:
         raise UserError(f"{corpus.source}: no text fell in the test split; add data, raise --test-split "
                         "or pass --test-data")

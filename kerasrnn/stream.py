@@ -114,7 +114,8 @@ class Corpus:
             if text.strip() and (separate_test or self._split(text) == split):
                 yield where, text, label
 
-    def scan(self, vocab_size: int, max_len: int | None, count_cap: int, delim_regex: str = DELIM_REGEX) -> dict:
+    def scan(self, vocab_size: int, max_len: int | None, count_cap: int, delim_regex: str = DELIM_REGEX,
+             min_count: int = 1) -> dict:
         """One pass over the data (and --test-data): labels, split sizes, max_len, vocabulary."""
         split = re.compile(delim_regex)
         labels, train_labels = set(), Counter()
@@ -150,7 +151,7 @@ class Corpus:
         if max_len is None:
             max_len = max_len_rule.from_histogram(lengths)
         self.sizes, self.skipped_blank = sizes, blank
-        words = vocabulary_from_counts(counter.counts, vocab_size)
+        words = vocabulary_from_counts(counter.counts, vocab_size, min_count)
         return {"labels": ordered, "label_counts": dict(train_labels), "max_len": max_len,
                 "words": words, "words_pruned": counter.pruned}
 

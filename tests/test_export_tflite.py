@@ -62,6 +62,21 @@ def test_hand_written_graphs_match_keras_for_every_architecture(pooling, num_lay
     """The hand-written graphs (ONNX RNN operator, TFLite stepwise and fused) for each model option, on
     random weights large enough to saturate tanh, texts from 1 token to max_len; an embedding
     narrower and one wider than the first layer's input product (folded into the table: 12 > 2 x 5)."""
+    config = {"vocab_size": 40, "num_classes": 3, "max_len": 10, "embed_dim": embed_dim, "units": 5,
+              "num_layers": num_layers, "dropout": 0.0, "pooling": pooling, "bidirectional": bidirectional}
+    _check_hand_written_graphs(config, np.random.default_rng(num_layers))
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+def test_hand_written_graphs_match_keras_with_a_bag_of_words_path(pooling, bidirectional):
+    """--bag-dim: the bag path, folded into per-word class scores, in every hand-written graph."""
+    config = {"vocab_size": 40, "num_classes": 3, "max_len": 10, "embed_dim": 12, "units": 5, "num_layers": 1,
+              "dropout": 0.0, "pooling": pooling, "bidirectional": bidirectional, "bag_dim": 6}
+    _check_hand_written_graphs(config, np.random.default_rng(7))
+
+
+def _check_hand_written_graphs(config: dict, rng) -> None:
     import onnxruntime as ort
     from ai_edge_litert.interpreter import Interpreter
 
@@ -70,9 +85,6 @@ def test_hand_written_graphs_match_keras_for_every_architecture(pooling, num_lay
     from kerasrnn.export.tflite_stepwise import build_stepwise_tflite
     from kerasrnn.model import build_model, rebuild
 
-    rng = np.random.default_rng(num_layers)
-    config = {"vocab_size": 40, "num_classes": 3, "max_len": 10, "embed_dim": embed_dim, "units": 5,
-              "num_layers": num_layers, "dropout": 0.0, "pooling": pooling, "bidirectional": bidirectional}
     model = build_model(**config)
     model.set_weights([w + rng.normal(0, 0.7, w.shape).astype(np.float32) for w in model.get_weights()])
     ids = np.zeros((6, 10), np.int32)

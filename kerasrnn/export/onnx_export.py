@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kerasrnn import pooling as pooling_mod
-from kerasrnn.model import export_weights
+from kerasrnn.model import export_weights, head_weights
 from kerasrnn.tokenizer import UNKNOWN_ID
 
 OPSET = 17
@@ -35,7 +35,7 @@ def build_native(model, config: dict):
     max_len, units, pooling = config["max_len"], config["units"], config["pooling"]
     pool = pooling_mod.choose(pooling, _POOLS)  # an unknown pooling fails before any node is written
     emb, layers = export_weights(model, config["num_layers"])  # first layer folded into the table
-    dense_w, dense_b = (w.astype(np.float32) for w in model.get_layer("probabilities").get_weights())
+    dense_w, dense_b, bag_table = head_weights(model)
     inits = [numpy_helper.from_array(emb, "embedding"),
              numpy_helper.from_array(dense_w, "dense_kernel"), numpy_helper.from_array(dense_b, "dense_bias"),
              numpy_helper.from_array(np.array([0], np.int64), "axis0"),
@@ -82,8 +82,12 @@ def build_native(model, config: dict):
     nodes += pooled_nodes
     inits += pooled_inits
     nodes += [helper.make_node("MatMul", ["features", "dense_kernel"], ["logits_mm"]),
-              helper.make_node("Add", ["logits_mm", "dense_bias"], ["logits"]),
-              helper.make_node("Softmax", ["logits"], [OUTPUT], axis=-1)]
+              helper.make_node("Add", ["logits_mm", "dense_bias"], ["logits_rnn" if bag_table is not None else "logits"])]
+    if bag_table is not None:
+        bag_nodes, bag_inits = _bag_logits(bag_table, "logits_rnn", "logits")
+        nodes += bag_nodes
+        inits += bag_inits
+    nodes.append(helper.make_node("Softmax", ["logits"], [OUTPUT], axis=-1))
     used = {name for node in nodes for name in node.input}
     inits = [i for i in inits if i.name in used]  # onnxruntime warns at load about unused ones
     graph = helper.make_graph(
@@ -94,6 +98,26 @@ def build_native(model, config: dict):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                              producer_name="kerasrnn")
 
+
+
+def _bag_logits(table: np.ndarray, logits_in: str, logits_out: str):
+    """The bag-of-words path folded into per-word class scores (model.head_weights): their mean
+    over the real tokens ("valid", counted in "seq_lens"), added to the recurrent path's logits."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(table, "bag_table"), numpy_helper.from_array(np.array([2], np.int64), "axis2"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "one_f32")]
+    nodes = [helper.make_node("Gather", ["bag_table", "ids"], ["bag_scores"]),                  # [B, T, C]
+             helper.make_node("Cast", ["valid"], ["valid_f"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["valid_f", "axis2"], ["valid_f3"]),                 # [B, T, 1]
+             helper.make_node("Mul", ["bag_scores", "valid_f3"], ["bag_real"]),
+             helper.make_node("ReduceSum", ["bag_real", "axis1"], ["bag_sum"], keepdims=0),    # [B, C]
+             helper.make_node("Cast", ["seq_lens"], ["seq_lens_f"], to=TensorProto.FLOAT),
+             helper.make_node("Max", ["seq_lens_f", "one_f32"], ["bag_count"]),  # a row without tokens adds 0
+             helper.make_node("Unsqueeze", ["bag_count", "axis1"], ["bag_count_2"]),            # [B, 1]
+             helper.make_node("Div", ["bag_sum", "bag_count_2"], ["bag_mean"]),
+             helper.make_node("Add", [logits_in, "bag_mean"], [logits_out])]
+    return nodes, inits
 
 # Poolings over the RNN outputs x [T, B, W] (0 past each sequence's length) and the last layer's
 # final states h ([directions, B, H]) -> "features" [B, W]: (nodes, initializers) per name.

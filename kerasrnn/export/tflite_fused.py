@@ -89,7 +89,7 @@ def build_fused_tflite(model, config: dict, float16: bool = False) -> bytes:
     max_len, units, vocab = config["max_len"], config["units"], config["vocab_size"]
     table, layers = export_weights(model, config["num_layers"])  # first layer folded into the table
 
-    tokens, ids, _, length = token_prelude(g, max_len, vocab)
+    tokens, ids, valid, length = token_prelude(g, max_len, vocab)
     one_v = g.constant("one", np.array([1], np.int32))
     steps = g.tensor("steps", [1], I32)  # at least 1 step runs
     g.op(Op.MAXIMUM, [length, one_v], [steps])
@@ -133,7 +133,7 @@ def build_fused_tflite(model, config: dict, float16: bool = False) -> bytes:
     width = units * len(outputs)
     features = g.tensor("features", [1, width])
     pool(g, features, x, outputs, steps, one_v, width)
-    probs = classifier_head(g, model, features, width, length)
+    probs = classifier_head(g, model, features, width, ids, valid, length)
     return g.finish([tokens], [probs], "kerasrnn fused SimpleRNN")
 
 

@@ -9,6 +9,7 @@ import flatbuffers
 import numpy as np
 from mediapipe.tasks.metadata import schema_py_generated as T
 
+from kerasrnn.model import head_weights
 from kerasrnn.tokenizer import UNKNOWN_ID
 
 F32, F16, I32, BOOL = T.TensorType.FLOAT32, T.TensorType.FLOAT16, T.TensorType.INT32, T.TensorType.BOOL
@@ -109,8 +110,9 @@ def token_prelude(g: GraphBuilder, max_len: int, vocab: int):
     return tokens, ids, valid, length
 
 
-def classifier_head(g: GraphBuilder, model, features: int, width: int, length: int) -> int:
-    """features [1, width] -> probabilities [1, classes]: Dense + softmax.
+def classifier_head(g: GraphBuilder, model, features: int, width: int, ids: int, valid: int, length: int) -> int:
+    """features [1, width] -> probabilities [1, classes]: Dense (+ the bag-of-words path's mean
+    of per-word class scores, model.head_weights) + softmax.
 
     A row without tokens (only possible for hand-made ids) pools to zeros first, as Keras does
     for an all-masked sequence.
@@ -123,9 +125,39 @@ def classifier_head(g: GraphBuilder, model, features: int, width: int, length: i
     g.op(Op.RESHAPE, [has_tokens_1, g.constant("shape_11", np.array([1, 1], np.int32))], [has_tokens_f],
          Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[1, 1]))
     g.op(Op.MUL, [features, has_tokens_f], [gated], Opt.MulOptions, T.MulOptionsT())
-    dense_w, dense_b = model.get_layer("probabilities").get_weights()
-    logits, probs = g.tensor("logits", [1, dense_w.shape[1]]), g.tensor("probabilities", [1, dense_w.shape[1]])
-    g.op(Op.FULLY_CONNECTED, [gated, g.weight("dense/kernel", dense_w.T), g.weight("dense/bias", dense_b)], [logits],
-         Opt.FullyConnectedOptions, T.FullyConnectedOptionsT())
+    dense_w, dense_b, bag_table = head_weights(model)
+    classes = dense_w.shape[1]
+    logits, probs = g.tensor("logits", [1, classes]), g.tensor("probabilities", [1, classes])
+    rnn_logits = logits if bag_table is None else g.tensor("logits_rnn", [1, classes])
+    g.op(Op.FULLY_CONNECTED, [gated, g.weight("dense/kernel", dense_w.T), g.weight("dense/bias", dense_b)],
+         [rnn_logits], Opt.FullyConnectedOptions, T.FullyConnectedOptionsT())
+    if bag_table is not None:
+        g.op(Op.ADD, [rnn_logits, _bag_mean(g, bag_table, ids, valid, length)], [logits],
+             Opt.AddOptions, T.AddOptionsT())
     g.op(Op.SOFTMAX, [logits], [probs], Opt.SoftmaxOptions, options(T.SoftmaxOptionsT, beta=1.0))
     return probs
+
+
+def _bag_mean(g: GraphBuilder, table: np.ndarray, ids: int, valid: int, length: int) -> int:
+    """[1, classes]: the mean over the real tokens of each token's row of the bag path's folded
+    [vocab, classes] table; 0 for a row without tokens (its count is taken as 1)."""
+    max_len, classes = g.tensors[ids].shape[1], table.shape[1]
+    scores, valid_f, valid_3, real, total = (
+        g.tensor("bag_scores", [1, max_len, classes]), g.tensor("bag_valid", [1, max_len]),
+        g.tensor("bag_valid_3", [1, max_len, 1]), g.tensor("bag_real", [1, max_len, classes]),
+        g.tensor("bag_sum", [1, classes]))
+    g.op(Op.GATHER, [g.weight("bag/table", table), ids], [scores], Opt.GatherOptions, options(T.GatherOptionsT, axis=0))
+    g.op(Op.CAST, [valid], [valid_f], Opt.CastOptions, options(T.CastOptionsT, inDataType=BOOL, outDataType=F32))
+    g.op(Op.RESHAPE, [valid_f, g.constant("bag_shape_3", np.array([1, max_len, 1], np.int32))], [valid_3],
+         Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[1, max_len, 1]))
+    g.op(Op.MUL, [scores, valid_3], [real], Opt.MulOptions, T.MulOptionsT())
+    g.op(Op.SUM, [real, g.constant("bag_axis_1", np.array([1], np.int32))], [total], Opt.ReducerOptions,
+         options(T.ReducerOptionsT, keepDims=False))
+    count, count_1, count_2, mean = (g.tensor("bag_count", [1]), g.tensor("bag_count_1", [1]),
+                                     g.tensor("bag_count_2", [1, 1]), g.tensor("bag_mean", [1, classes]))
+    g.op(Op.CAST, [length], [count], Opt.CastOptions, options(T.CastOptionsT, inDataType=I32, outDataType=F32))
+    g.op(Op.MAXIMUM, [count, g.constant("bag_one", np.array([1.0], np.float32))], [count_1])
+    g.op(Op.RESHAPE, [count_1, g.constant("bag_shape_11", np.array([1, 1], np.int32))], [count_2],
+         Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[1, 1]))
+    g.op(Op.DIV, [total, count_2], [mean], Opt.DivOptions, T.DivOptionsT())
+    return mean

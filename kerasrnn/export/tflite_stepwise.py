@@ -110,7 +110,7 @@ def build_stepwise_tflite(model, config: dict, float16: bool = False) -> bytes:
     width = units * len(outputs)
     features = g.tensor("features", [1, width])
     features = pool(g, features, x, outputs, valid, length, max_len, width)
-    probs = classifier_head(g, model, features, width, length)
+    probs = classifier_head(g, model, features, width, ids, valid, length)
     return g.finish([tokens], [probs], "kerasrnn stepwise SimpleRNN")
 
 
