@@ -26,6 +26,7 @@ class Arrays:
     x_test: np.ndarray
     y_test: np.ndarray
     test_texts: list[str]
+    train_texts: list[str]  # for the linear baseline (kerasrnn.baseline)
 
 
 @dataclass
@@ -85,7 +86,8 @@ def prepare_in_memory(config: dict) -> Prepared:
     tokenizer = Tokenizer(words, width)
     arrays = Arrays(x_train=tokenizer.encode(train_texts), y_train=y[train_idx],
                     x_val=tokenizer.encode(texts[val_idx]), y_val=y[val_idx],
-                    x_test=tokenizer.encode(x_test_text), y_test=np.asarray(y_test), test_texts=x_test_text)
+                    x_test=tokenizer.encode(x_test_text), y_test=np.asarray(y_test), test_texts=x_test_text,
+                    train_texts=train_texts)
     summary = {"source": data.source, "rows_used": len(data.texts), "blank_texts_skipped": data.skipped_blank,
                "train": len(train_idx), "validation": len(val_idx), "test": len(y_test)}
     trimmed = data.labels_trimmed + (test.labels_trimmed if config["test_data"] else 0)

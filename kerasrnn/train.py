@@ -134,8 +134,19 @@ def train(config: dict) -> Path | None:
         model = rebuild(model, model_config)
     y_true, y_pred = predict_test(model, data, partial)
     report = classification_report(y_true, y_pred, data.labels)
+    report["linear_baseline"] = run_baseline(data)
     write_run(out_dir, partial, model, config, model_config, data, report, state_after["history"], train_seconds)
     return out_dir
+
+
+def run_baseline(data: Prepared) -> dict:
+    """The linear baseline on the same split (kerasrnn.baseline); a streamed corpus is not in memory."""
+    from kerasrnn.baseline import NAME, linear_baseline
+
+    if data.arrays is None:
+        return {"model": NAME, "skipped": "streamed data (the baseline needs the texts in memory)"}
+    a = data.arrays
+    return linear_baseline(a.train_texts, a.y_train, a.test_texts, a.y_test, data.labels)
 
 
 def make_optimizer(config: dict, train_examples: int):
@@ -225,6 +236,12 @@ def main(argv=None) -> int:
     metrics = read_json(out_dir / METRICS_FILE)
     print(f"test accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
           f"({metrics['num_examples']} texts)")
+    baseline = metrics.get("linear_baseline", {})
+    if "accuracy" in baseline:
+        print(f"linear baseline ({baseline['model']}, same split): accuracy {baseline['accuracy']:.4f}  "
+              f"macro-F1 {baseline['macro_f1']:.4f}  ({baseline['seconds']} s CPU)")
+    elif baseline:
+        print(f"linear baseline: skipped ({baseline['skipped']})")
     print(f"run folder: {out_dir}")
     print(f"next: python tools/export.py --format all --run {out_dir}")
     return 0
