@@ -168,11 +168,3 @@ def vocabulary_from_counts(counts: Counter, vocab_size: int, min_count: int = 1)
     ranked = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
     # A lower-cased word that no longer lower-cases to itself ('İ'.lower()) can't be looked up: skip.
     return [w for w in ranked if w.lower() == w][:limit]
-
-
-def derive_max_len(texts: Iterable[str], percentile: float = 95.0, cap: int = 256, floor: int = 8,
-                   delim_regex: str = DELIM_REGEX) -> int:
-    """A max_len that covers `percentile`% of texts (plus <START>), within [floor, cap]."""
-    split = re.compile(delim_regex)
-    lengths = [sum(1 for _ in itertools.islice(iter_tokens(split, x), cap)) + 1 for x in texts]
-    return int(min(cap, max(floor, int(np.ceil(np.percentile(lengths, percentile))))))

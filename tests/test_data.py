@@ -161,12 +161,14 @@ def test_max_len_from_a_histogram_is_the_interpolated_percentile(token_counts):
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(0, 300), min_size=1, max_size=120))
-def test_derived_max_len_is_what_derive_max_len_gave(token_counts):
+def test_derived_max_len_of_texts_is_the_percentile_of_their_token_counts(token_counts):
+    """Through the tokenizer: texts of n tokens give np.percentile of min(n, 256) + 1 (<START>),
+    rounded up, within [8, 256] (what tokenizer.derive_max_len, which this rule replaced, computed)."""
     from kerasrnn import max_len
-    from kerasrnn.tokenizer import derive_max_len
 
     texts = [" ".join(["w"] * n) for n in token_counts]
-    assert max_len.derive(texts) == derive_max_len(texts)
+    lengths = [min(n, 256) + 1 for n in token_counts]
+    assert max_len.derive(texts) == int(min(256, max(8, int(np.ceil(np.percentile(lengths, 95))))))
 
 
 def test_streamed_and_in_memory_paths_derive_the_same_max_len(tmp_path):

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kerasrnn.tokenizer import (DELIM_REGEX, PAD_ID, START_ID, UNKNOWN_ID, Tokenizer, build_vocabulary,
-                                case_variants, derive_max_len)
+from kerasrnn import max_len
+from kerasrnn.tokenizer import DELIM_REGEX, PAD_ID, START_ID, UNKNOWN_ID, Tokenizer, build_vocabulary, case_variants
 
 TEXTS = ["Free entry to WIN a prize", "free free FREE call now", "Call me later, ok?", "win win win"]
 
@@ -68,10 +68,10 @@ def test_case_variants_function():
     assert case_variants("42") == ["42"]
 
 
-def test_derive_max_len_bounds():
-    assert derive_max_len(["a b c"] * 10) == 8  # floor
-    assert derive_max_len([" ".join(["w"] * 1000)] * 10) == 256  # cap
-    assert derive_max_len([" ".join(["w"] * 19)] * 10) == 20  # 19 tokens + <START>
+def test_derived_max_len_bounds():
+    assert max_len.derive(["a b c"] * 10) == 8  # floor
+    assert max_len.derive([" ".join(["w"] * 1000)] * 10) == 256  # cap
+    assert max_len.derive([" ".join(["w"] * 19)] * 10) == 20  # 19 tokens + <START>
 
 
 def _re2_split(texts):
