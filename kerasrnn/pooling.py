@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
+from kerasrnn.errors import InternalError
+
 POOLINGS = ("last", "max", "mean")
 DEFAULT = "max"  # max over the real time steps: far better than the last state on long texts
 
@@ -30,6 +32,6 @@ def choose(name: str, implementations: Mapping[str, T]) -> T:
     as another pooling."""
     check(name)
     missing = [p for p in POOLINGS if p not in implementations]
-    if missing:
-        raise NotImplementedError(f"this graph family has no implementation of pooling {', '.join(missing)}")
+    if missing:  # exit 70 through cli_main: our bug, not the user's input
+        raise InternalError(f"this graph family has no implementation of pooling {', '.join(missing)}")
     return implementations[name]
