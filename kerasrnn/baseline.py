@@ -16,8 +16,9 @@ NAME = "TF-IDF word 1-2 grams + LinearSVC"
 
 
 def linear_baseline(train_texts: list[str], y_train: np.ndarray, test_texts: list[str], y_test: np.ndarray,
-                    labels: list[str]) -> dict:
-    """{"model", "accuracy", "macro_f1", "seconds"}, or {"model", "skipped"} with the reason."""
+                    labels: list[str], predictions: bool = False) -> dict:
+    """{"model", "accuracy", "macro_f1", "seconds"} (+ "y_pred" if `predictions`), or {"model",
+    "skipped"} with the reason."""
     try:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.svm import LinearSVC
@@ -40,5 +41,6 @@ def linear_baseline(train_texts: list[str], y_train: np.ndarray, test_texts: lis
     classifier = LinearSVC(C=1.0).fit(features, y_train)
     y_pred = classifier.predict(vectorizer.transform(test_texts))
     report = classification_report(np.asarray(y_test), y_pred, labels)
-    return {"model": NAME, "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
-            "seconds": round(time.process_time() - started, 2), "trained_on": "the training split"}
+    out = {"model": NAME, "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+           "seconds": round(time.process_time() - started, 2), "trained_on": "the training split"}
+    return {**out, "y_pred": y_pred} if predictions else out
