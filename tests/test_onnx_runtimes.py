@@ -79,7 +79,8 @@ def _build_venv(target: Path, requirement: str) -> Path:
                               capture_output=True, text=True, timeout=900)
         if proc.returncode:
             last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-            pytest.skip(f"{ENV_VAR} unset and pip could not install {requirement} into {building}: {last}")
+            pytest.skip(f"{ENV_VAR} unset and pip could not install {requirement} into a venv at {target} "
+                        f"({last}); set {ENV_VAR} to a python that has it")
         (building / "complete").write_text(requirement + "\n")
         try:
             os.replace(building, target)
