@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY, run_cli  # noqa: F401
+from kerasrnn.pooling import POOLINGS
 
 
 @pytest.mark.slow
@@ -56,7 +57,7 @@ def test_each_float_tflite_graph_exports_with_parity(tmp_path, tiny_run, impl):
 @pytest.mark.parametrize("embed_dim", [4, 12])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("num_layers", [1, 2])
-@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+@pytest.mark.parametrize("pooling", POOLINGS)
 def test_hand_written_graphs_match_keras_for_every_architecture(pooling, num_layers, bidirectional,
                                                                           embed_dim):
     """The hand-written graphs (ONNX RNN operator, TFLite stepwise and fused) for each model option, on
@@ -68,7 +69,7 @@ def test_hand_written_graphs_match_keras_for_every_architecture(pooling, num_lay
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+@pytest.mark.parametrize("pooling", POOLINGS)
 def test_hand_written_graphs_match_keras_with_a_bag_of_words_path(pooling, bidirectional):
     """--bag-dim: the bag path, folded into per-word class scores, in every hand-written graph."""
     config = {"vocab_size": 40, "num_classes": 3, "max_len": 10, "embed_dim": 12, "units": 5, "num_layers": 1,
