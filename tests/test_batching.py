@@ -114,7 +114,7 @@ def test_fit_inputs_for_data_in_memory():
 
     x = ragged_ids(40, 128, 3)
     y = np.arange(40, dtype=np.int32) % 2
-    arrays = Arrays(x, y, x[:8], y[:8], x[:4], y[:4], ["t"] * 4)
+    arrays = Arrays(x, y, x[:8], y[:8], x[:4], y[:4], ["t"] * 4, ["t"] * 40)
     data = Prepared(Tokenizer(["a"], 128), ["a", "b"], {"train": 40, "validation": 8, "test": 4},
                     np.array([20.0, 20.0]), arrays=arrays)
     inputs = fit_inputs(data, 16, 0, 0, 2, "buckets", np.array([1.0, 3.0], np.float32))
