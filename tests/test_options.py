@@ -51,16 +51,19 @@ def test_one_list_of_model_keys():
     from kerasrnn.checkpoint import RESUME_KEYS
     from kerasrnn.model import model_kwargs
 
-    # RESUME_KEYS must keep exactly the set it had (checkpoints of interrupted runs are compared on it)
-    assert set(RESUME_KEYS) == {"data", "text_column", "label_column", "test_data", "val_split", "test_split",
-                                "vocab_size", "max_len", "embed_dim", "units", "num_layers", "dropout", "pooling",
-                                "bidirectional", "batch_size", "learning_rate", "lr_schedule", "clipnorm",
-                                "class_weight", "seed", "split_seed", "epochs", "patience", "backend", "stream"}
+    from kerasrnn.checkpoint import ADDED_LATER
+
+    # Checkpoints of interrupted runs are compared on RESUME_KEYS: it keeps every key it had, and a
+    # key added since has the value a run from before it ran with, so that run still resumes.
+    before = {"data", "text_column", "label_column", "test_data", "val_split", "test_split", "vocab_size", "max_len",
+              "embed_dim", "units", "num_layers", "dropout", "pooling", "batch_size", "learning_rate", "class_weight",
+              "seed", "split_seed", "epochs", "patience", "backend", "stream"}
+    assert before <= set(RESUME_KEYS) and set(RESUME_KEYS) - before <= set(ADDED_LATER)
     assert set(MODEL_KEYS) <= set(RESUME_KEYS) and set(MODEL_KEYS) <= set(DEFAULTS)
     config = {"vocab_size": 10, "num_classes": 2, "max_len": 8, **{k: DEFAULTS[k] for k in MODEL_KEYS}}
     assert tuple(model_kwargs(config)) == MODEL_ARGS
-    old = {k: v for k, v in config.items() if k != "bidirectional"}  # a config.json from before the option
-    assert model_kwargs(old)["bidirectional"] is False
+    old = {k: v for k, v in config.items() if k not in ("bidirectional", "bag_dim")}  # from before the options
+    assert model_kwargs(old)["bidirectional"] is False and model_kwargs(old)["bag_dim"] == 0
 
 
 @pytest.mark.slow
