@@ -8,6 +8,7 @@ they were; a staging folder left by a killed export is removed by the next one.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -47,6 +48,15 @@ class ExportContext:
     def config(self) -> dict:
         """The architecture, with the one max_len every exporter reads (RunInfo.max_len)."""
         return self.info.architecture
+
+    @functools.cached_property
+    def inference_model(self):
+        """The model without dropout, same weights: what a graph that traces the model (the
+        SavedModel) exports. Dropout is the identity at inference, but the random state of a
+        SimpleRNN's input dropout is a resource tf.saved_model refuses to capture."""
+        from kerasrnn.model import rebuild
+
+        return rebuild(self.model, {**self.config, "dropout": 0.0}) if self.config.get("dropout") else self.model
 
     @property
     def source_run(self) -> str:

@@ -13,7 +13,7 @@ from kerasrnn.tokenizer import PAD_ID, START_ID, UNKNOWN_ID, Tokenizer
 
 def export(context, folder) -> dict:
     """The format entry point (see export/formats.py): the SavedModel, its tokenizer files in assets/."""
-    details = export_savedmodel(context.model, context.tokenizer, context.labels, folder.path)
+    details = export_savedmodel(context.inference_model, context.tokenizer, context.labels, folder.path)
     context.write_tokenizer_files(folder.path / "assets")
     return {"path": folder.rel(), **details}
 

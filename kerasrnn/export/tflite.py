@@ -132,7 +132,8 @@ def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Pa
             raw = builders[used](model, config, float16=variant == "float16")
         else:  # the converter's input, built once and only when a variant needs it
             if unrolled is None:
-                unrolled = rebuild(model, config, unroll=True, batch_size=1, sanitize_ids=True)
+                # no dropout: its random state is nothing the converter can hold (nor needs)
+                unrolled = rebuild(model, {**config, "dropout": 0.0}, unroll=True, batch_size=1, sanitize_ids=True)
             raw = _convert(unrolled, variant, calibration)
         name = "model.tflite" if variant == "float32" else f"model_{variant}.tflite"
         info = check_mobile_ready(raw, config["max_len"], len(labels), name)
