@@ -54,4 +54,4 @@ def _baseline_line(baseline: dict | None) -> str:
     if "accuracy" not in baseline:
         return f"linear baseline ({baseline['model']}): skipped, {baseline['skipped']}"
     return (f"linear baseline ({baseline['model']}, same training and test texts): accuracy "
-            f"{baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f} ({baseline['seconds']} s CPU)")
+            f"{baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}")

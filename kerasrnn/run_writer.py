@@ -55,6 +55,7 @@ def write_run(out_dir: Path, partial: Path, model, config: dict, model_config: d
     model.save(partial / R.MODEL_FILE)
     tokenizer.save_vocab(partial / R.VOCAB_FILE)
     write_text_atomic(partial / R.LABELS_FILE, "\n".join(labels) + "\n")
+    baseline_seconds = report.pop("linear_baseline_cpu_seconds", None)  # a timing: config.json, not metrics
     # config.json: the options as run (old runs and the exporters read these names), then the
     # model's arguments, labels, tokenizer and what happened.
     full_config = {
@@ -65,6 +66,7 @@ def write_run(out_dir: Path, partial: Path, model, config: dict, model_config: d
         "tokenizer": tokenizer.spec(),
         "data_summary": {k: v for k, v in summary.items() if k != "source"},
         "training": {"epochs_run": len(history_rows), "seconds": round(train_seconds, 2),
+                     "linear_baseline_cpu_seconds": baseline_seconds,
                      "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")},
         "versions": versions(),
     }

@@ -32,6 +32,11 @@ def test_run_folder_has_every_file(tiny_run):
     assert cm.sum() == metrics["num_examples"] == config["data_summary"]["test"]
     assert abs(np.trace(cm) / cm.sum() - metrics["accuracy"]) < 1e-6
     assert set(metrics["per_class"]) == {"ham", "spam"}
+    # The linear baseline on the same split; its timing is in config.json, so metrics.json stays reproducible.
+    baseline = metrics["linear_baseline"]
+    assert 0 < baseline["accuracy"] <= 1 and "seconds" not in baseline
+    assert config["training"]["linear_baseline_cpu_seconds"] >= 0
+    assert f"{baseline['accuracy']:.4f}" in (tiny_run / "README.md").read_text()
     assert (tiny_run / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
