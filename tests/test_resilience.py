@@ -85,12 +85,16 @@ def test_a_checkpoint_from_before_an_option_existed_resumes_with_its_default(tmp
     from kerasrnn.errors import UserError
     from kerasrnn.options import DEFAULTS
 
-    config = dict(DEFAULTS)
+    # The command that names what the old run ran with (each later option's "off" value) resumes it.
+    config = {**DEFAULTS, **ADDED_LATER}
     old = {k: config[k] for k in RESUME_KEYS if k not in ADDED_LATER}
     (tmp_path / STATE).write_text(json.dumps({"epochs_done": 2, "config": old}))
     assert load_state(tmp_path, config)["epochs_done"] == 2
     with pytest.raises(UserError, match="bidirectional"):
         load_state(tmp_path, {**config, "bidirectional": True})
+    # Today's defaults differ from what it ran with: refused, naming the options, not resumed as another model.
+    with pytest.raises(UserError, match="bag_dim"):
+        load_state(tmp_path, {**config, "bag_dim": DEFAULTS["bag_dim"]})
 
 
 def test_resume_keeps_the_last_epochs_optimizer_state_when_an_earlier_epoch_was_best(tmp_path):
