@@ -25,7 +25,7 @@ DATASETS = {
     "reuters_r8": ("reuters_r8_train.csv", "reuters_r8_test.csv"),
     "20newsgroups": ("20newsgroups_train.csv", "20newsgroups_test.csv"),
 }
-LENGTH_BUCKETS = ((1, 50), (51, 100), (101, 200), (201, 400), (401, None))
+LENGTH_BUCKETS = ((0, 50), (51, 100), (101, 200), (201, 400), (401, None))
 MODELS = ("kerasrnn", "tfidf_linearsvc", "word_average")
 WORD_AVERAGE_DIM = 64
 
