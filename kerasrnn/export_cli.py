@@ -12,7 +12,7 @@ def main(argv=None) -> int:
     from kerasrnn.export.tflite import IMPLS, QUANTIZATIONS, STEPWISE_MAX_FILL_RATIO
 
     p = argparse.ArgumentParser(prog="python tools/export.py",
-                                description="Export a run to SavedModel, ONNX and/or TFLite; "
+                                description="Export a run to SavedModel, ONNX, TFLite and/or a web page; "
                                             "each file is parity-checked before it replaces the old one.")
     p.add_argument("--format", required=True, choices=[*FORMATS, "all"])
     p.add_argument("--run", default="runs/latest", help="run folder (default runs/latest)")
@@ -28,6 +28,10 @@ def main(argv=None) -> int:
                         f"(default): stepwise unless max_len exceeds {STEPWISE_MAX_FILL_RATIO} x the test texts' "
                         "mean token count; unroll: converter on an unrolled graph (the quantized variants "
                         "always use this)")
+    p.add_argument("--web-assets", default="cdn", metavar="cdn|FOLDER",
+                   help="where the web page (--format web) loads MediaPipe Tasks Text from: cdn (default, "
+                        "jsDelivr at the checked version) or the folder of a local copy of the npm package "
+                        "(node_modules/@mediapipe/tasks-text), copied in so the page runs offline")
     args = p.parse_args(argv)
     formats = list(FORMATS) if args.format == "all" else [args.format]
     if args.quantize is None:
@@ -39,7 +43,8 @@ def main(argv=None) -> int:
             raise UserError(f"--quantize: unknown variant(s) {', '.join(bad)}; choose from none,{','.join(QUANTIZATIONS)}")
     from kerasrnn.export import export_run
 
-    manifest = export_run(args.run, args.out, formats, variants, args.onnx_impl, args.tflite_impl)
+    manifest = export_run(args.run, args.out, formats, variants, args.onnx_impl, args.tflite_impl,
+                          args.web_assets)
     print(f"wrote {args.out}/manifest.json (source run {manifest['source_run']})")
     for rel, entry in manifest["files"].items():
         if rel.endswith((".onnx", ".tflite", "saved_model.pb")):

@@ -35,6 +35,8 @@ class ExportContext:
     tflite_impl: str = "auto"
     texts: list[str] = field(default_factory=list)        # the run's test texts (calibration, parity)
     text_labels: list[str] = field(default_factory=list)
+    web_assets: str = "cdn"          # the web page's MediaPipe library: "cdn" or a local package folder
+    log: Callable = print
 
     @property
     def tokenizer(self):
@@ -116,7 +118,7 @@ def _check_writable_target(out: Path) -> Path:
 
 
 def export_run(run: str | Path, out: str | Path, formats: list[str], quantize: list[str] | None = None,
-               onnx_impl: str = "rnn", tflite_impl: str = "auto", log=print) -> dict:
+               onnx_impl: str = "rnn", tflite_impl: str = "auto", web_assets: str = "cdn", log=print) -> dict:
     """Export `run` in `formats` into `out`; returns the new manifest."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from kerasrnn import backends
@@ -126,9 +128,14 @@ def export_run(run: str | Path, out: str | Path, formats: list[str], quantize: l
 
     info = RunInfo.load(run)
     out = _check_writable_target(out)
+    if "web" in formats:  # a bad --web-assets fails before anything is trained or traced
+        from kerasrnn.export.web import check_assets
+
+        check_assets(web_assets)
     model = info.load_model()
     texts, text_labels = info.test_split()
-    context = ExportContext(model, info, list(quantize or []), onnx_impl, tflite_impl, texts, text_labels)
+    context = ExportContext(model, info, list(quantize or []), onnx_impl, tflite_impl, texts, text_labels,
+                            web_assets, log)
     return export_formats(context, out, formats, validate=parity_gate, log=log)
 
 

@@ -12,6 +12,7 @@ EXPORTERS = {
     "savedmodel": "kerasrnn.export.savedmodel",
     "onnx": "kerasrnn.export.onnx_export",
     "tflite": "kerasrnn.export.tflite",
+    "web": "kerasrnn.export.web",
 }
 FORMATS = tuple(EXPORTERS)
 

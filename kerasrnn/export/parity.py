@@ -191,7 +191,8 @@ def check(keras_model, tokenizer, labels: list[str], artifacts: list[Artifact],
         path = artifact.path
         size = path_size(path)
         runtime = open_model(path, threads=1)
-        if artifact.format == "tflite":
+        tflite = path.suffix == ".tflite"  # the web page's model is a .tflite too
+        if tflite:
             routes = [("ids@batch1", lambda: runtime.predict_ids(ids), slice(None))]
         else:
             routes = [("ids@batch1", lambda: _batched(runtime, ids[rows1], 1), rows1),
@@ -203,7 +204,7 @@ def check(keras_model, tokenizer, labels: list[str], artifacts: list[Artifact],
             probs = fn()
             results.append(_compare(artifact, route, probs, ref[rows], None if y is None else y[rows], size))
             log(format_row(results[-1]))
-        if artifact.format == "tflite" and mediapipe:
+        if tflite and mediapipe:
             mp = MediaPipeRuntime(path)
             probs = mp.predict_texts(texts)
             mp.close()
