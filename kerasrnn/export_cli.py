@@ -23,11 +23,11 @@ def main(argv=None) -> int:
     p.add_argument("--onnx-impl", choices=["rnn", "loop"], default="rnn",
                    help="rnn: native ONNX RNN operator (fast); loop: tf2onnx's Loop graph")
     p.add_argument("--tflite-impl", choices=IMPLS, default="auto",
-                   help="graph of the float32/float16 files. stepwise: three small ops per step over all "
+                   help="graph of every .tflite file. stepwise: three small ops per step over all "
                         "max_len steps; fused: the builtin sequence-RNN op over the real tokens only; auto "
                         f"(default): stepwise unless max_len exceeds {STEPWISE_MAX_FILL_RATIO} x the test texts' "
-                        "mean token count; unroll: converter on an unrolled graph (the quantized variants "
-                        "always use this)")
+                        "mean token count; unroll: the TFLite converter on an unrolled graph, for every "
+                        "variant (int8 then is the converter's calibrated full-integer file)")
     p.add_argument("--web-assets", default="cdn", metavar="cdn|FOLDER",
                    help="where the web page (--format web) loads MediaPipe Tasks Text from: cdn (default, "
                         "jsDelivr at the checked version) or the folder of a local copy of the npm package "

@@ -110,6 +110,30 @@ def _check_hand_written_graphs(config: dict, rng) -> None:
             interpreter.invoke()
             got.append(interpreter.get_tensor(out["index"])[0])
         assert np.abs(np.array(got) - np.concatenate([expected, expected[::-1]])).max() <= 1e-5, build.__name__
+        # 8-bit storage (the dynamic and int8 files): the same graph, close but not equal answers
+        for weights, tables in ((np.float32, True), (np.int8, True)):
+            interpreter = Interpreter(model_content=build(model, config, weights, tables))
+            interpreter.allocate_tensors()
+            (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+            got = []
+            for row in ids:
+                interpreter.set_tensor(inp["index"], row[None])
+                interpreter.invoke()
+                got.append(interpreter.get_tensor(out["index"])[0])
+            error = np.abs(np.array(got) - expected).max()
+            assert 0 < error <= 0.05, (build.__name__, np.dtype(weights).name, error)
+
+
+def test_int8_rows_round_to_within_half_a_step_of_each_row_scale():
+    from kerasrnn.export.tflite_graph import quantize_rows
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(0, 1, (50, 7)).astype(np.float32) * rng.uniform(1e-4, 10, (50, 1)).astype(np.float32)
+    table[3] = 0.0  # an all-zero row (e.g. padding) stays exactly zero
+    q, scale = quantize_rows(table)
+    assert q.dtype == np.int8 and scale.shape == (50, 1) and np.abs(q).max() == 127
+    assert (np.abs(q * scale - table) <= scale / 2 + 1e-7 * np.abs(table)).all()
+    assert not (q[3] != 0).any() and (np.abs(q).max(axis=1)[np.arange(50) != 3] == 127).all()
 
 
 def test_wide_embedding_is_folded_into_a_smaller_table():

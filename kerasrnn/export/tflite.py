@@ -1,13 +1,14 @@
 """TFLite for phones: builtin ops only, one subgraph, int32 [1, max_len] in, MediaPipe metadata.
 
 Keras's own LiteRT export keeps SimpleRNN's while loop, which needs Flex TensorList ops that the
-standard interpreter refuses. float32 and float16 files are written directly, as one of two graphs:
-stepwise (tflite_stepwise.py: every step as three small vectorised ops) or fused (tflite_fused.py:
-the builtin sequence-RNN op over the real tokens only); `choose_graph` picks by how much of max_len
-the texts fill. The quantized variants come from the converter on an unrolled copy of the
-model with a static batch of 1 (same weights): a straight-line graph of builtin ops. `from_keras_model` is used because a
-converter fed `from_concrete_functions` on a wrapped Keras 3 model was seen to return a constant
-output without any error; the parity check after export is what guards against such routes.
+standard interpreter refuses. Every variant is written directly, as one of two graphs: stepwise
+(tflite_stepwise.py: every step as three small vectorised ops) or fused (tflite_fused.py: the
+builtin sequence-RNN op over the real tokens only); `choose_graph` picks by how much of max_len the
+texts fill, and STORAGE says how each variant stores its weights. `--tflite-impl unroll` instead
+runs the TFLite converter (and its quantizers) on an unrolled copy of the model with a static batch
+of 1 (same weights). `from_keras_model` is used because a converter fed `from_concrete_functions`
+on a wrapped Keras 3 model was seen to return a constant output without any error; the parity
+check after export is what guards against such routes.
 """
 from __future__ import annotations
 
@@ -27,6 +28,22 @@ IMPLS = ("auto", "stepwise", "fused", "unroll")
 GRAPHS = {"stepwise": "stepwise: FULLY_CONNECTED, ADD, TANH per step over max_len steps",
           "fused": "fused UNIDIRECTIONAL_SEQUENCE_RNN over the real tokens",
           "unroll": "converter on the unrolled Keras model"}
+# How each variant of the hand-written graphs stores its weights: (other weights, int8 lookup
+# tables). The lookup tables (embedding times input kernel, bag-of-words scores) are nearly all of
+# a file's bytes; storing them as int8 rows with one scale each and scaling the looked-up rows back
+# keeps every product in float. Full-integer arithmetic (the converter's int8, --tflite-impl unroll)
+# compounds rounding over the recurrence: 97.4% agreement with Keras on a 20k-word 20 Newsgroups
+# model, so the default int8 file keeps the arithmetic in float and only the storage in 8 bits.
+STORAGE = {"float32": (np.float32, False), "float16": (np.float16, False),
+           "dynamic": (np.float32, True), "int8": (np.int8, True)}
+WEIGHTS = {"float32": "float32",
+           "float16": "float16, dequantized to float32 in the graph",
+           "dynamic": "lookup tables int8 (one scale per row, scaled after the lookup); other weights float32",
+           "int8": "every weight matrix int8 (one scale per row; tables scaled after the lookup, the rest "
+                   "dequantized in the graph); arithmetic float32"}
+CONVERTER_WEIGHTS = {"float32": "float32", "float16": "float16 (converter)",
+                     "dynamic": "converter dynamic-range: int8 weights, hybrid kernels",
+                     "int8": "converter full integer: int8 weights and activations, float32 in/out"}
 # Measured with LiteRT on x86 at 64 units (README, performance): a stepwise step costs about 1 us
 # whether it holds a token or padding; a fused step about 2.5 us, but only real tokens are run.
 # So stepwise is faster while max_len is under about 2.5 x the mean number of real tokens.
@@ -104,8 +121,9 @@ def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Pa
                   calibration_texts: list[str], source_run: str, impl: str = "auto") -> dict:
     """Write the .tflite files into out_dir; returns per file name its facts (also used by the benchmark).
 
-    float32 and float16 use the graph `choose_graph` names (stepwise, fused or unroll); the
-    dynamic and int8 variants always go through the converter's quantizer on the unrolled graph."""
+    Every variant uses the graph `choose_graph` names (stepwise, fused or unroll), its weights
+    stored as STORAGE says; with unroll every variant comes from the converter (int8: calibrated
+    full integer on the first 200 test texts)."""
     from kerasrnn.export.tflite_fused import build_fused_tflite
     from kerasrnn.export.tflite_stepwise import build_stepwise_tflite
     from kerasrnn.model import rebuild
@@ -125,12 +143,13 @@ def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Pa
     files, unrolled = {}, None
     out_dir.mkdir(parents=True, exist_ok=True)
     for variant in ["float32", *variants]:
-        if variant == "int8" and calibration is None:
-            raise UserError("int8 needs calibration texts: the run folder has no test_split.jsonl")
-        used = graph if variant in ("float32", "float16") else "unroll"
+        used = graph
         if used in builders:
-            raw = builders[used](model, config, float16=variant == "float16")
-        else:  # the converter's input, built once and only when a variant needs it
+            weights, int8_tables = STORAGE[variant]
+            raw = builders[used](model, config, weights, int8_tables)
+        else:  # --tflite-impl unroll: the converter's input, built once and only when asked for
+            if variant == "int8" and calibration is None:
+                raise UserError("int8 needs calibration texts: the run folder has no test_split.jsonl")
             if unrolled is None:
                 # no dropout: its random state is nothing the converter can hold (nor needs)
                 unrolled = rebuild(model, {**config, "dropout": 0.0}, unroll=True, batch_size=1, sanitize_ids=True)
@@ -141,6 +160,7 @@ def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Pa
         (out_dir / name).write_bytes(data)
         files[name] = {"quantization": variant, "ops": info["ops"],
                        "graph": GRAPHS[used],
+                       "weights": WEIGHTS[variant] if used in builders else CONVERTER_WEIGHTS[variant],
                        "inputs": {"input": {"dtype": "int32", "shape": [1, config["max_len"]]}},
                        "outputs": {"probabilities": {"dtype": info["outputs"][0]["dtype"],
                                                      "shape": [1, len(labels)]}}}

@@ -71,8 +71,10 @@ def _rnn(g: GraphBuilder, x: int, flags: int, kernel, recurrent, bias, max_len: 
     state = g.tensor(f"{prefix}/state", [1, units], variable=True)
     y = g.tensor(f"{prefix}/outputs", [1, max_len + 1, units], signature=[1, -1, units])
     g.op(Op.UNIDIRECTIONAL_SEQUENCE_RNN,
-         [x_aug, g.weight(f"{prefix}/kernel", _augmented_kernel(kernel, recurrent)),
-          g.weight(f"{prefix}/recurrent", recurrent.T), g.weight(f"{prefix}/bias", bias), state], [y],
+         # Not int8 (both are small): a row's reset weight 1e4 would swamp its scale, and the
+         # correction row cancels the recurrent weights exactly only if both stay as they are.
+         [x_aug, g.weight(f"{prefix}/kernel", _augmented_kernel(kernel, recurrent), int8=False),
+          g.weight(f"{prefix}/recurrent", recurrent.T, int8=False), g.weight(f"{prefix}/bias", bias), state], [y],
          Opt.SequenceRNNOptions, options(T.SequenceRNNOptionsT, timeMajor=False,
                                           fusedActivationFunction=T.ActivationFunctionType.TANH))
     out = g.tensor(f"{prefix}/outputs_real", [1, max_len, units], signature=[1, -1, units])
@@ -82,10 +84,12 @@ def _rnn(g: GraphBuilder, x: int, flags: int, kernel, recurrent, bias, max_len: 
     return out
 
 
-def build_fused_tflite(model, config: dict, float16: bool = False) -> bytes:
-    """The trained Keras model as a fused-RNN TFLite flatbuffer (no metadata yet)."""
+def build_fused_tflite(model, config: dict, weights=np.float32, int8_tables: bool = False) -> bytes:
+    """The trained Keras model as a fused-RNN TFLite flatbuffer (no metadata yet). weights: how
+    the other weights are stored (float32, float16, or int8 for matrices, GraphBuilder.weight);
+    int8_tables: the lookup tables stored as int8 (GraphBuilder.lookup)."""
     pool = pooling.choose(config["pooling"], _POOLS)  # an unknown pooling fails before any op is written
-    g = GraphBuilder(np.float16 if float16 else np.float32)
+    g = GraphBuilder(weights, int8_tables)
     max_len, units, vocab = config["max_len"], config["units"], config["vocab_size"]
     table, layers = export_weights(model, config["num_layers"])  # first layer folded into the table
 
@@ -96,8 +100,7 @@ def build_fused_tflite(model, config: dict, float16: bool = False) -> bytes:
 
     bidirectional = config.get("bidirectional", False)
     embed_dim = table.shape[1]
-    x_all = g.tensor("embedded", [1, max_len, embed_dim])
-    g.op(Op.GATHER, [g.weight("embedding", table), ids], [x_all], Opt.GatherOptions, options(T.GatherOptionsT, axis=0))
+    x_all = g.lookup("embedded", table, ids, [1, max_len, embed_dim])
     x = g.tensor("embedded_real", [1, max_len, embed_dim], signature=[1, -1, embed_dim])
     g.op(Op.SLICE, [x_all, g.tensor("slice_begin", [3], I32, np.zeros(3, np.int32)), _size(g, one_v, steps, -1)],
          [x], Opt.SliceOptions, T.SliceOptionsT())

@@ -72,10 +72,12 @@ def _steps(g: GraphBuilder, inputs: int, recurrent: np.ndarray, max_len: int, na
     return stacked
 
 
-def build_stepwise_tflite(model, config: dict, float16: bool = False) -> bytes:
-    """The trained Keras model as a step-by-step TFLite flatbuffer (no metadata yet)."""
+def build_stepwise_tflite(model, config: dict, weights=np.float32, int8_tables: bool = False) -> bytes:
+    """The trained Keras model as a step-by-step TFLite flatbuffer (no metadata yet). weights: how
+    the other weights are stored (float32, float16, or int8 for matrices, GraphBuilder.weight);
+    int8_tables: the lookup tables stored as int8 (GraphBuilder.lookup)."""
     pool = pooling.choose(config["pooling"], _POOLS)  # an unknown pooling fails before any op is written
-    g = GraphBuilder(np.float16 if float16 else np.float32)
+    g = GraphBuilder(weights, int8_tables)
     max_len, units, vocab = config["max_len"], config["units"], config["vocab_size"]
     layers = rnn_weights(model, config["num_layers"])
     tokens, ids, valid, length = token_prelude(g, max_len, vocab)
@@ -90,10 +92,8 @@ def build_stepwise_tflite(model, config: dict, float16: bool = False) -> bytes:
         for name, (kernel, recurrent, bias) in zip(["forward", "backward"], directions):
             prefix = f"rnn_{i}" if len(directions) == 1 else f"rnn_{i}/{name}"
             if i == 0:  # the input product of every word, taken once at export
-                products = g.tensor(f"{prefix}/input_products", [max_len, units])
-                table = input_product_table(embedding, kernel, bias)
-                g.op(Op.GATHER, [g.weight(f"{prefix}/table", table), flat_ids], [products],
-                     Opt.GatherOptions, options(T.GatherOptionsT, axis=0))
+                products = g.lookup(f"{prefix}/input_products", input_product_table(embedding, kernel, bias),
+                                    flat_ids, [max_len, units])
             else:  # one matrix product over all steps
                 products = _fc(g, x, kernel, bias, max_len, f"{prefix}/input_products")
             if name == "backward":
