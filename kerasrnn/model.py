@@ -91,6 +91,13 @@ def model_kwargs(config: dict) -> dict:
     return {k: config.get(k, MODEL_ADDED_LATER[k]) if k in MODEL_ADDED_LATER else config[k] for k in MODEL_ARGS}
 
 
+def without_dropout(model: keras.Model, config: dict) -> keras.Model:
+    """The model without dropout, same weights: what a graph that traces the model (the
+    SavedModel) exports. Dropout is the identity at inference, but the random state of a
+    SimpleRNN's input dropout is a resource tf.saved_model refuses to capture."""
+    return rebuild(model, {**config, "dropout": 0.0}) if config.get("dropout") else model
+
+
 def rebuild(model: keras.Model, config: dict, unroll: bool = False, batch_size: int | None = None,
             sanitize_ids: bool = False) -> keras.Model:
     """The same network with other graph options (unrolled, static batch) and the same weights."""

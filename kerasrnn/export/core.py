@@ -53,12 +53,10 @@ class ExportContext:
 
     @functools.cached_property
     def inference_model(self):
-        """The model without dropout, same weights: what a graph that traces the model (the
-        SavedModel) exports. Dropout is the identity at inference, but the random state of a
-        SimpleRNN's input dropout is a resource tf.saved_model refuses to capture."""
-        from kerasrnn.model import rebuild
+        """The model without dropout, same weights (model.without_dropout): what the SavedModel traces."""
+        from kerasrnn.model import without_dropout
 
-        return rebuild(self.model, {**self.config, "dropout": 0.0}) if self.config.get("dropout") else self.model
+        return without_dropout(self.model, self.config)
 
     @property
     def source_run(self) -> str:

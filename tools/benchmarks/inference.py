@@ -67,10 +67,12 @@ def _export_all(model, config, tokenizer, labels, texts, folder: Path, log) -> d
     from kerasrnn.export.onnx_export import export_onnx
     from kerasrnn.export.savedmodel import export_savedmodel
     from kerasrnn.export.tflite import export_tflite
+    from kerasrnn.model import without_dropout
 
     files = {}
     log("exporting SavedModel ...")
-    export_savedmodel(model, tokenizer, labels, folder / "savedmodel")
+    # as `export` does: a model trained with dropout (the default) cannot be traced with it
+    export_savedmodel(without_dropout(model, config), tokenizer, labels, folder / "savedmodel")
     files["SavedModel"] = folder / "savedmodel"
     log("exporting ONNX (native RNN, tf2onnx Loop) ...")
     for impl, name in (("rnn", "ONNX native RNN (ours)"), ("loop", "ONNX tf2onnx Loop (stock)")):
