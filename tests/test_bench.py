@@ -38,6 +38,17 @@ def test_bench_quick_writes_every_format(tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_runs_on_a_trained_run_with_the_default_dropout(tmp_path, tiny_run):
+    # the tiny run trains with the defaults' dropout, which the SavedModel cannot be traced with
+    assert json.loads((tiny_run / "config.json").read_text())["dropout"] > 0
+    out = tmp_path / "bench"
+    proc = run_cli(["tools/bench.py", "--run", str(tiny_run), "--quick", "--no-train", "--out", str(out)], timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    formats = {row["format"] for row in json.loads((out / "bench.json").read_text())["inference"]}
+    assert {"SavedModel", "TFLite dynamic", "TFLite int8"} <= formats
+
+
+@pytest.mark.slow
 def test_gpu_training_script_runs_without_tensorflow(tmp_path):
     # Block TensorFlow: the script must work on a JAX-only GPU host.
     script = ("import sys, runpy; sys.modules['tensorflow'] = None;"
