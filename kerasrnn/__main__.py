@@ -13,7 +13,7 @@ from pathlib import Path
 VERBS = {
     "train": ("kerasrnn.train", "train a classifier and write a run folder"),
     "predict": ("kerasrnn.predict", "classify texts with a run or an exported model"),
-    "export": ("kerasrnn.export_cli", "export a run to SavedModel, ONNX and TFLite"),
+    "export": ("kerasrnn.export_cli", "export a run to SavedModel, ONNX, TFLite and a web page"),
     "parity": ("kerasrnn.parity_cli", "check every exported file against the Keras model"),
     "bench": (None, "benchmark training and inference (source checkout only: tools/bench.py)"),
 }

@@ -158,12 +158,13 @@ def test_the_exported_web_page_classifies_typed_text(served, tiny_run, tmp_path)
     info, texts, _, _, keras_probs = _case(str(tiny_run))
     page = exports / "web"
     assert (page / "mediapipe" / "wasm" / "text_wasm_internal.wasm").is_file()  # local copy: no CDN
-    picked = [i for i, t in enumerate(texts) if t.strip() and "\n" not in t][:6]
+    picked = [i for i, t in enumerate(texts) if t.strip() and not any(c in t for c in "\n\r\t")][:6]  # keys, not text
     typed = [texts[i] for i in picked] + ["FREE entry! Call now to WIN", "ok see you at lunch"]
     shown = _drive("page", f"{base}/exports/web/index.html", {"texts": typed}, tmp_path)["shown"]
     mp = MediaPipeRuntime(page / "model.tflite")
     python = mp.predict_texts(typed)
     mp.close()
+    assert len(shown) == len(typed)
     for text, row, expected in zip(typed, shown, python):
         assert [b["label"] for b in row["bars"]] == info.labels, text
         scores = np.array([b["score"] for b in row["bars"]])

@@ -1,4 +1,4 @@
-"""Export a run: one module per format (savedmodel, onnx_export, tflite), found in one table
+"""Export a run: one module per format (savedmodel, onnx_export, tflite, web), found in one table
 (formats.py), over a small core (core.py) that stages, checks parity and swaps files in.
 
     from kerasrnn.export import export_run

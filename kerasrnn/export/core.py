@@ -126,7 +126,7 @@ def export_run(run: str | Path, out: str | Path, formats: list[str], quantize: l
 
     info = RunInfo.load(run)
     out = _check_writable_target(out)
-    if "web" in formats:  # a bad --web-assets fails before anything is trained or traced
+    if "web" in formats:  # a bad --web-assets fails before the model is loaded
         from kerasrnn.export.web import check_assets
 
         check_assets(web_assets)

@@ -36,7 +36,7 @@ class Artifact:
 
     name: str            # its path in the exports folder, as the manifest names it
     path: Path
-    format: str          # savedmodel, onnx, tflite
+    format: str          # savedmodel, onnx, tflite, web
     quantization: str    # float32, float16, dynamic, int8
     graph: str | None = None
 

@@ -32,15 +32,15 @@ GRAPHS = {"stepwise": "stepwise: FULLY_CONNECTED, ADD, TANH per step over max_le
 # tables). The lookup tables (embedding times input kernel, bag-of-words scores) are nearly all of
 # a file's bytes; storing them as int8 rows with one scale each and scaling the looked-up rows back
 # keeps every product in float. Full-integer arithmetic (the converter's int8, --tflite-impl unroll)
-# compounds rounding over the recurrence: 97.4% agreement with Keras on a 20k-word 20 Newsgroups
-# model, so the default int8 file keeps the arithmetic in float and only the storage in 8 bits.
+# compounds rounding over the recurrence: 81.1% agreement with Keras on a 20k-word 20 Newsgroups
+# model (README), so the default int8 file keeps the arithmetic in float and only the storage in 8 bits.
 STORAGE = {"float32": (np.float32, False), "float16": (np.float16, False),
            "dynamic": (np.float32, True), "int8": (np.int8, True)}
 WEIGHTS = {"float32": "float32",
            "float16": "float16, dequantized to float32 in the graph",
            "dynamic": "lookup tables int8 (one scale per row, scaled after the lookup); other weights float32",
            "int8": "every weight matrix int8 (one scale per row; tables scaled after the lookup, the rest "
-                   "dequantized in the graph); arithmetic float32"}
+                   "dequantized in the graph; the fused RNN operator's own weights float32); arithmetic float32"}
 CONVERTER_WEIGHTS = {"float32": "float32", "float16": "float16 (converter)",
                      "dynamic": "converter dynamic-range: int8 weights, hybrid kernels",
                      "int8": "converter full integer: int8 weights and activations, float32 in/out"}
@@ -51,7 +51,7 @@ STEPWISE_MAX_FILL_RATIO = 2.5
 
 
 def choose_graph(impl: str, max_len: int, ids: np.ndarray | None) -> str:
-    """The graph for the float files: `impl` itself, or for "auto" the one expected to be faster on
+    """The graph for every .tflite file: `impl` itself, or for "auto" the one expected to be faster on
     these ids (the run's test texts): stepwise unless the texts fill little of max_len."""
     if impl != "auto":
         return impl

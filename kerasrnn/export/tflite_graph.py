@@ -125,6 +125,7 @@ def quantize_rows(table: np.ndarray, scale_dtype=np.float32) -> tuple[np.ndarray
     table = np.asarray(table, np.float64)
     peak = np.abs(table).max(axis=1, keepdims=True)
     scale = np.where(peak > 0, peak / 127.0, 1.0).astype(scale_dtype)
+    scale = np.where(scale > 0, scale, np.ones_like(scale))  # a peak too small for the dtype: q = 0
     q = np.clip(np.rint(table / scale.astype(np.float64)), -127, 127).astype(np.int8)
     return q, scale
 

@@ -1,4 +1,4 @@
-"""A static web page that classifies typed text offline in the browser: MediaPipe Tasks Text for Web
+"""A static web page that classifies typed text in the browser (the text stays there): MediaPipe Tasks Text for Web
 on the float32 .tflite (the same graph and metadata as tflite/model.tflite).
 
 The page (index.html, one file, no build step) loads the MediaPipe library and its WASM either from
@@ -46,8 +46,8 @@ def package_version(folder: Path) -> str | None:
 
 
 def export(context, folder) -> dict:
-    """The format entry point (see export/formats.py): index.html, model.tflite, README.txt and,
-    with local assets, mediapipe/ (the package's files)."""
+    """The format entry point (see export/formats.py): index.html, model.tflite, README.txt, the
+    tokenizer files and, with local assets, mediapipe/ (the package's files)."""
     from kerasrnn.export.tflite import export_tflite
 
     assets = check_assets(context.web_assets)
@@ -63,10 +63,14 @@ def export(context, folder) -> dict:
         for rel in PACKAGE_FILES:
             target = folder.path / LOCAL_ASSETS / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source / rel, target)
+            try:
+                shutil.copyfile(source / rel, target)
+            except OSError as exc:
+                raise UserError(f"--web-assets {source / rel}: cannot copy ({exc.strerror})") from None
         base = f"./{LOCAL_ASSETS}"
     page = PAGE.replace("__CONFIG__", json.dumps({"assets": base, "model": "model.tflite"}).replace("</", "<\\/"))
     (folder.path / "index.html").write_text(page, encoding="utf-8")
+    context.write_tokenizer_files(folder.path)
     (folder.path / "README.txt").write_text(SERVE_NOTE.format(version=version, base=base), encoding="utf-8")
     return {"path": folder.rel("model.tflite"), **files["model.tflite"], "page": folder.rel("index.html"),
             "mediapipe_tasks_text": {"version": version, "assets": base}}
@@ -112,6 +116,15 @@ const button = document.getElementById("classify"), result = document.getElement
 let classifier;
 
 function show(text) {
+  try {
+    render(text);
+  } catch (e) {
+    status.textContent = `Could not classify: ${e}`;
+    status.dataset.state = "error";
+  }
+}
+
+function render(text) {
   // Every label with its probability, in the model's label order, the top one named first.
   const categories = classifier.classify(text).classifications[0].categories.slice().sort((a, b) => a.index - b.index);
   const top = categories.reduce((a, b) => (b.score > a.score ? b : a));
@@ -139,7 +152,10 @@ function show(text) {
 }
 
 button.addEventListener("click", () => show(input.value));
-input.addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); show(input.value); } });
+// Enter classifies, unless it confirms an input method's candidate (CJK typing) or adds a line.
+input.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); show(input.value); }
+});
 
 try {
   const { FilesetResolver, TextClassifier } = await import(`${config.assets}/text_bundle.mjs`);

@@ -35,7 +35,9 @@ try {
     await page.waitForFunction(() => window.harnessReady === true);
     result = await page.evaluate((job) => window.runJob(job), input);
   } else if (mode === "page") {
-    await page.waitForSelector("#status[data-state=ready]");
+    await page.waitForSelector("#status[data-state=ready], #status[data-state=error]");
+    const state = await page.$eval("#status", (el) => [el.dataset.state, el.textContent]);
+    if (state[0] !== "ready") throw new Error(`the page did not load: ${state[1]}`);
     result = { shown: [] };
     for (const text of input.texts) {
       await page.$eval("#text", (el) => { el.value = ""; });
