@@ -78,6 +78,7 @@ def test_hand_written_graphs_match_keras_with_a_bag_of_words_path(pooling, bidir
 
 
 def _check_hand_written_graphs(config: dict, rng) -> None:
+    import keras
     import onnxruntime as ort
     from ai_edge_litert.interpreter import Interpreter
 
@@ -86,6 +87,7 @@ def _check_hand_written_graphs(config: dict, rng) -> None:
     from kerasrnn.export.tflite_stepwise import build_stepwise_tflite
     from kerasrnn.model import build_model, rebuild
 
+    keras.utils.set_random_seed(int(rng.integers(1 << 30)))  # the initialisation too: one model per config
     model = build_model(**config)
     model.set_weights([w + rng.normal(0, 0.7, w.shape).astype(np.float32) for w in model.get_weights()])
     ids = np.zeros((6, 10), np.int32)
@@ -120,8 +122,10 @@ def _check_hand_written_graphs(config: dict, rng) -> None:
                 interpreter.set_tensor(inp["index"], row[None])
                 interpreter.invoke()
                 got.append(interpreter.get_tensor(out["index"])[0])
+            # On these saturating random weights: at most 0.022 over 288 builds (every architecture
+            # here, random initialisations), 0.065 seen once in CI; a broken scale gives ~0.66.
             error = np.abs(np.array(got) - expected).max()
-            assert 0 < error <= 0.05, (build.__name__, np.dtype(weights).name, error)
+            assert 0 < error <= 0.15, (build.__name__, np.dtype(weights).name, error)
 
 
 def test_int8_rows_round_to_within_half_a_step_of_each_row_scale():
