@@ -80,7 +80,6 @@ def test_hand_written_graphs_match_keras_with_a_bag_of_words_path(pooling, bidir
 def _check_hand_written_graphs(config: dict, rng) -> None:
     import keras
     import onnxruntime as ort
-    from ai_edge_litert.interpreter import Interpreter
 
     from kerasrnn.export.onnx_export import build_native
     from kerasrnn.export.tflite_fused import build_fused_tflite
@@ -103,29 +102,30 @@ def _check_hand_written_graphs(config: dict, rng) -> None:
     assert np.abs(session.run(None, {"tokens": ids})[0] - expected).max() <= 1e-5
 
     for build in (build_stepwise_tflite, build_fused_tflite):
-        interpreter = Interpreter(model_content=build(model, config))
-        interpreter.allocate_tensors()
-        (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-        got = []
-        for row in np.concatenate([ids, ids[::-1]]):  # twice, other order: no state may carry over
-            interpreter.set_tensor(inp["index"], row[None])
-            interpreter.invoke()
-            got.append(interpreter.get_tensor(out["index"])[0])
-        assert np.abs(np.array(got) - np.concatenate([expected, expected[::-1]])).max() <= 1e-5, build.__name__
+        got = _tflite_answers(build(model, config), np.concatenate([ids, ids[::-1]]))  # twice, other order:
+        assert np.abs(got - np.concatenate([expected, expected[::-1]])).max() <= 1e-5, build.__name__  # no state kept
         # 8-bit storage (the dynamic and int8 files): the same graph, close but not equal answers
         for weights, tables in ((np.float32, True), (np.int8, True)):
-            interpreter = Interpreter(model_content=build(model, config, weights, tables))
-            interpreter.allocate_tensors()
-            (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-            got = []
-            for row in ids:
-                interpreter.set_tensor(inp["index"], row[None])
-                interpreter.invoke()
-                got.append(interpreter.get_tensor(out["index"])[0])
+            got = _tflite_answers(build(model, config, weights, tables), ids)
             # On these saturating random weights: at most 0.022 over 288 builds (every architecture
             # here, random initialisations), 0.065 seen once in CI; a broken scale gives ~0.66.
-            error = np.abs(np.array(got) - expected).max()
+            error = np.abs(got - expected).max()
             assert 0 < error <= 0.15, (build.__name__, np.dtype(weights).name, error)
+
+
+def _tflite_answers(model_content: bytes, rows: np.ndarray) -> np.ndarray:
+    """The file's probabilities for each row of ids, one invoke per row (batch 1), in order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_content)
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    got = []
+    for row in rows:
+        interpreter.set_tensor(inp["index"], row[None])
+        interpreter.invoke()
+        got.append(interpreter.get_tensor(out["index"])[0])
+    return np.array(got)
 
 
 def test_int8_rows_round_to_within_half_a_step_of_each_row_scale():

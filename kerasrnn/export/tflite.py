@@ -143,10 +143,9 @@ def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Pa
     files, unrolled = {}, None
     out_dir.mkdir(parents=True, exist_ok=True)
     for variant in ["float32", *variants]:
-        used = graph
-        if used in builders:
+        if graph in builders:
             weights, int8_tables = STORAGE[variant]
-            raw = builders[used](model, config, weights, int8_tables)
+            raw = builders[graph](model, config, weights, int8_tables)
         else:  # --tflite-impl unroll: the converter's input, built once and only when asked for
             if variant == "int8" and calibration is None:
                 raise UserError("int8 needs calibration texts: the run folder has no test_split.jsonl")
@@ -159,8 +158,8 @@ def export_tflite(model, config: dict, tokenizer, labels: list[str], out_dir: Pa
         data = mpm.attach(raw, metadata, {"vocab.txt": vocab, "labels.txt": label_file})
         (out_dir / name).write_bytes(data)
         files[name] = {"quantization": variant, "ops": info["ops"],
-                       "graph": GRAPHS[used],
-                       "weights": WEIGHTS[variant] if used in builders else CONVERTER_WEIGHTS[variant],
+                       "graph": GRAPHS[graph],
+                       "weights": WEIGHTS[variant] if graph in builders else CONVERTER_WEIGHTS[variant],
                        "inputs": {"input": {"dtype": "int32", "shape": [1, config["max_len"]]}},
                        "outputs": {"probabilities": {"dtype": info["outputs"][0]["dtype"],
                                                      "shape": [1, len(labels)]}}}
