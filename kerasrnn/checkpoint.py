@@ -27,7 +27,15 @@ RESUME_KEYS = ("data", "text_column", "label_column", "test_data", "val_split", 
                "min_count", "max_len", *MODEL_KEYS, "batch_size", "learning_rate", "lr_schedule", "clipnorm", "class_weight",
                "seed", "split_seed", "epochs", "patience", "backend", "stream")
 
-ADDED_LATER = {"bidirectional": False, "lr_schedule": "constant", "clipnorm": 0.0, "bag_dim": 0, "min_count": 1}
+ADDED_LATER = {"bidirectional": False, "lr_schedule": "constant", "clipnorm": 0.0, "bag_dim": 0, "min_count": 1,
+               "linear": "none", "bigrams": 0}
+
+
+def _resume_value(config: dict, key: str, missing=None):
+    """An option's value as far as resuming goes: --bigrams means nothing without the linear path."""
+    if key == "bigrams" and config.get("linear", ADDED_LATER["linear"]) == "none":
+        return 0
+    return config.get(key, missing)
 
 
 def partial_dir(out_dir: Path) -> Path:
@@ -48,10 +56,11 @@ def load_state(partial: Path, config: dict) -> dict | None:
     state = json.loads(file.read_text(encoding="utf-8"))
     saved = state.get("config", {})
     # A run interrupted before an option existed ran with what is now its default.
-    differ = [k for k in RESUME_KEYS if saved.get(k, ADDED_LATER.get(k)) != config.get(k)]
+    differ = [k for k in RESUME_KEYS if _resume_value(saved, k, ADDED_LATER.get(k)) != _resume_value(config, k)]
     if differ:
+        was = " ".join(f"--{k.replace('_', '-')} {_resume_value(saved, k, ADDED_LATER.get(k))}" for k in differ)
         raise UserError(f"{partial}: the interrupted run used other options ({', '.join(differ)}); "
-                        "resume with the same options or choose another --output")
+                        f"resume with the same options ({was}) or choose another --output")
     return state
 
 
@@ -71,18 +80,18 @@ def epoch_checkpoint(partial: Path, config: dict, early_stopping, state: dict | 
         def on_train_begin(self, logs=None):
             es = self.state["early_stopping"]
             if es:
-                self.early_stopping.best, self.early_stopping.wait = es["best"], es["wait"]
-                self.early_stopping.best_epoch = es["best_epoch"]
+                best = None
                 if (self.partial / BEST_WEIGHTS).is_file():
                     # The file holds the optimizer's state too: put back the last epoch's, not
                     # only its model weights, or training resumes with the best epoch's Adam moments.
                     optimizer = self.model.optimizer.variables if self.model.optimizer is not None else []
                     current, current_optimizer = self.model.get_weights(), [v.numpy() for v in optimizer]
                     self.model.load_weights(self.partial / BEST_WEIGHTS)
-                    self.early_stopping.best_weights = self.model.get_weights()
+                    best = self.model.get_weights()
                     self.model.set_weights(current)
                     for variable, value in zip(optimizer, current_optimizer, strict=True):
                         variable.assign(value)
+                self.early_stopping.load_state(es, best)
 
         def on_epoch_end(self, epoch, logs=None):
             es = self.early_stopping
@@ -91,10 +100,13 @@ def epoch_checkpoint(partial: Path, config: dict, early_stopping, state: dict | 
             self.state["epochs_done"] = epoch + 1
             if not write:
                 return
-            if es.best_epoch == epoch:  # this epoch is the best so far
-                _save_weights_atomic(self.model, self.partial / BEST_WEIGHTS)
             _save_weights_atomic(self.model, self.partial / LAST_WEIGHTS)
-            self.state["early_stopping"] = {"best": float(es.best), "wait": int(es.wait), "best_epoch": int(es.best_epoch)}
+            if es.improved:  # some path's best so far: the file holds every path at its best epoch
+                current = self.model.get_weights()
+                self.model.set_weights(es.best_weights)
+                _save_weights_atomic(self.model, self.partial / BEST_WEIGHTS)
+                self.model.set_weights(current)
+            self.state["early_stopping"] = es.state()
             self.state["stopped"] = bool(self.model.stop_training)
             self.state["config"] = {k: self.config.get(k) for k in RESUME_KEYS}
             write_json_atomic(self.partial / STATE, self.state)

@@ -1,5 +1,6 @@
 """The model: Embedding(mask_zero) -> SimpleRNN x num_layers (optionally bidirectional) -> pooling
--> Dense softmax, Keras 3 layers and ops only.
+-> Dense, plus (linear="tfidf", the default) a linear TF-IDF path whose class scores are added to
+the Dense layer's before the softmax (kerasrnn.linear). Keras 3 layers and ops only.
 
 Built from Keras layers alone so that it trains under the tensorflow, jax and torch backends.
 `build_model(..., unroll=True, batch_size=1)` gives the same weights in a graph without a while
@@ -23,13 +24,17 @@ warnings.filterwarnings("ignore", message="Layer 'pool' .*does not support maski
 
 def build_model(vocab_size: int, num_classes: int, max_len: int | None, embed_dim: int = 64, units: int = 64,
                 num_layers: int = 1, dropout: float = 0.0, pooling: str = "last", bidirectional: bool = False,
-                bag_dim: int = 0, unroll: bool = False, batch_size: int | None = None,
-                sanitize_ids: bool = False) -> keras.Model:
+                bag_dim: int = 0, linear: str = "none", bigrams: int = 0, linear_terms: int | None = None,
+                unroll: bool = False, batch_size: int | None = None, sanitize_ids: bool = False,
+                linear_l2: float = 0.0) -> keras.Model:
     """`max_len=None` accepts any sequence length (training on trimmed batches).
     `bag_dim` > 0 adds a bag-of-words path beside the recurrence: a second embedding of that width,
     averaged over the text's real tokens, concatenated with the RNN's pooled (and dropped-out)
     outputs before the Dense layer. Being linear up to the softmax, it exports as one per-word
     table of class scores (bag_logit_table).
+    `linear="tfidf"` adds kerasrnn.linear.TfidfLinear over `linear_terms` terms (the vocabulary and
+    up to `bigrams` word pairs; its statistics are set from the data after building): the model's
+    logits are then rnn_logits + linear scores. `linear_l2` is its kernel's L2 penalty (training only).
     `sanitize_ids` (export graphs only): ids outside [0, vocab_size) are read as <UNKNOWN>."""
     pool = poolings.choose(pooling, _POOLS)  # fails on an unknown name before anything is built
     tokens = keras.Input(shape=(max_len,), batch_size=batch_size, dtype="int32", name="tokens")
@@ -54,8 +59,30 @@ def build_model(vocab_size: int, num_classes: int, max_len: int | None, embed_di
         bag = keras.layers.Embedding(vocab_size, bag_dim, mask_zero=True, name="bag_embedding")(ids)
         bag = keras.layers.GlobalAveragePooling1D(name="bag_mean")(bag)  # over the real tokens (mask)
         x = keras.layers.Concatenate(name="features")([x, bag])
-    probabilities = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(tokens, probabilities, name="kerasrnn")
+    if linear == "none":
+        probabilities = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+        return keras.Model(tokens, probabilities, name="kerasrnn")
+    from kerasrnn.linear import TfidfLinear, table_slots
+
+    rnn_logits = keras.layers.Dense(num_classes, name=RNN_LOGITS)(x)
+    scores = TfidfLinear(vocab_size, num_classes, linear_terms or vocab_size, table_slots(bigrams), l2=linear_l2,
+                         name=LINEAR)(ids)
+    logits = keras.layers.Add(name="logits")([rnn_logits, scores])
+    return keras.Model(tokens, keras.layers.Softmax(name="probabilities")(logits), name="kerasrnn")
+
+
+RNN_LOGITS, LINEAR = "rnn_logits", "linear"
+
+
+def has_linear(model: keras.Model) -> bool:
+    return any(layer.name == LINEAR for layer in model.layers)
+
+
+def path_outputs(model: keras.Model) -> keras.Model:
+    """The model's two paths side by side, [linear scores, rnn logits] as one [batch, 2 x classes]
+    output, same layers: what training fits, each path with its own loss (kerasrnn.paths)."""
+    both = keras.layers.Concatenate(name="paths")([model.get_layer(LINEAR).output, model.get_layer(RNN_LOGITS).output])
+    return keras.Model(model.inputs, both, name="kerasrnn_paths")
 
 
 def _pool_last(x, ids, bidirectional: bool):
@@ -161,7 +188,7 @@ def head_weights(model: keras.Model) -> tuple[np.ndarray, np.ndarray, np.ndarray
     commutes with the product, so the bag path is one [vocab, classes] table of per-word class
     scores (taken in float64): the graph gathers each token's row and averages them.
     """
-    kernel, bias = model.get_layer("probabilities").get_weights()
+    kernel, bias = model.get_layer(RNN_LOGITS if has_linear(model) else "probabilities").get_weights()
     try:
         bag = model.get_layer("bag_embedding").get_weights()[0]
     except ValueError:
@@ -169,3 +196,17 @@ def head_weights(model: keras.Model) -> tuple[np.ndarray, np.ndarray, np.ndarray
     width = kernel.shape[0] - bag.shape[1]
     table = (bag.astype(np.float64) @ kernel[width:].astype(np.float64)).astype(np.float32)
     return kernel[:width].astype(np.float32), bias.astype(np.float32), table
+
+
+def linear_weights(model: keras.Model) -> dict | None:
+    """What the hand-written export graphs need of the linear path (kerasrnn.linear), or None:
+    kernel [terms, classes], bias [classes], idf [terms], and the bigram hash table (keys [2, slots],
+    rows [slots], slots, vocab_size; keys None without bigrams)."""
+    if not has_linear(model):
+        return None
+    layer = model.get_layer(LINEAR)
+    bigrams = layer.terms > layer.vocab_size
+    return {"kernel": np.asarray(layer.kernel.numpy(), np.float32), "bias": np.asarray(layer.bias.numpy(), np.float32),
+            "idf": np.asarray(layer.idf.numpy(), np.float32), "slots": layer.slots, "vocab_size": layer.vocab_size,
+            "keys": np.asarray(layer.bigram_keys.numpy(), np.int32) if bigrams else None,
+            "rows": np.asarray(layer.bigram_rows.numpy(), np.int32) if bigrams else None}

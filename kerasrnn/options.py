@@ -26,9 +26,11 @@ DEFAULTS = {
     "embed_dim": 128,           # 64 -> 128: +2.1 points on 20 Newsgroups for 1.2x the time (README, Accuracy)
     "units": 64,                # 128 units gained 0.1-1.5 points for 2-2.5x the time and half the speed
     "num_layers": 1,
-    "dropout": 0.5,             # beside the bag path, keeps the recurrence from fitting the training set first
+    "dropout": 0.5,             # keeps the recurrence from fitting the training set first
     "bidirectional": False,
-    "bag_dim": 64,              # a bag-of-words path of this width beside the RNN (model.build_model); 0: none
+    "bag_dim": 0,               # a mean-of-embeddings path of this width inside the RNN's features; 0: none
+    "linear": "tfidf",          # a linear TF-IDF path beside the RNN, scores added before the softmax (#15)
+    "bigrams": 20000,           # word pairs the linear path knows (most frequent in training); 0: words only
     "pooling": pooling.DEFAULT,  # max over the RNN outputs: far better than the last state on long texts
     "epochs": 10,
     "batch_size": 32,
@@ -55,10 +57,12 @@ DEFAULTS = {
 # data decides (DATA_MODEL_KEYS: the tokenizer's vocabulary and max_len, the number of labels) they
 # are build_model's arguments and what config.json records of the model (MODEL_ARGS); a resumed run
 # must match them (checkpoint.RESUME_KEYS).
-MODEL_KEYS = ("embed_dim", "units", "num_layers", "dropout", "pooling", "bidirectional", "bag_dim")
+MODEL_KEYS = ("embed_dim", "units", "num_layers", "dropout", "pooling", "bidirectional", "bag_dim", "linear", "bigrams")
 # What a run recorded before these options existed ran with (its config.json lacks the key).
-MODEL_ADDED_LATER = {"bidirectional": False, "bag_dim": 0}
-DATA_MODEL_KEYS = ("vocab_size", "num_classes", "max_len")
+MODEL_ADDED_LATER = {"bidirectional": False, "bag_dim": 0, "linear": "none", "bigrams": 0, "linear_terms": None}
+# linear_terms: rows of the linear path (the vocabulary, then the bigrams the training split had).
+DATA_MODEL_KEYS = ("vocab_size", "num_classes", "max_len", "linear_terms")
+LINEAR_CHOICES = ("tfidf", "none")
 MODEL_ARGS = DATA_MODEL_KEYS + MODEL_KEYS
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -89,6 +93,11 @@ def parse_args(argv=None) -> dict:
     p.add_argument("--pooling", choices=pooling.POOLINGS, help="how the RNN outputs become one vector")
     p.add_argument("--bag-dim", type=int, help="width of a bag-of-words path beside the RNN (a second embedding "
                                                "averaged over the text, joined before the Dense layer); 0 = none")
+    p.add_argument("--linear", choices=LINEAR_CHOICES,
+                   help="tfidf (default): a linear model over the text's TF-IDF (words and --bigrams pairs) "
+                        "beside the RNN, trained with a hinge loss, its scores added to the RNN's; none: RNN only")
+    p.add_argument("--bigrams", type=int, help="word pairs in the linear path's vocabulary (the most frequent "
+                                               "seen in 2+ training texts); 0: single words only")
     p.add_argument("--bidirectional", action=argparse.BooleanOptionalAction,
                    help="a second SimpleRNN reads each text backwards; outputs are concatenated (2x the cost)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
@@ -157,6 +166,9 @@ def check(config: dict) -> None:
         (config["vocab_size"] >= 4, "--vocab-size must be at least 4"),
         (isinstance(config["min_count"], int) and config["min_count"] >= 1, "--min-count must be at least 1"),
         (isinstance(config["bag_dim"], int) and config["bag_dim"] >= 0, "--bag-dim must be 0 (none) or positive"),
+        (config["linear"] in LINEAR_CHOICES, f"--linear must be one of {', '.join(LINEAR_CHOICES)}"),
+        (isinstance(config["bigrams"], int) and 0 <= config["bigrams"] <= 1 << 24,
+         "--bigrams must be between 0 (none) and 16777216"),
         (config["max_len"] is None or config["max_len"] >= 2, "--max-len must be at least 2"),
         (min(config["embed_dim"], config["units"], config["num_layers"], config["epochs"], config["batch_size"]) >= 1,
          "--embed-dim, --units, --num-layers, --epochs and --batch-size must be positive"),

@@ -22,10 +22,10 @@ Recurrent text classifier trained with kerasrnn (Keras {v['keras']}, backend {v[
 - labels (in output order): {', '.join(config['labels'])}
 
 ## Model
-Embedding({config['vocab_size']}, {config['embed_dim']}, mask_zero) -> {config['num_layers']} x {'bidirectional ' if config.get('bidirectional') else ''}SimpleRNN({config['units']}) -> {config['pooling']}{f" + bag of words (Embedding {config['bag_dim']}, mean)" if config.get('bag_dim') else ''} -> Dense({config['num_classes']}, softmax).
+Embedding({config['vocab_size']}, {config['embed_dim']}, mask_zero) -> {config['num_layers']} x {'bidirectional ' if config.get('bidirectional') else ''}SimpleRNN({config['units']}) -> {config['pooling']}{f" + bag of words (Embedding {config['bag_dim']}, mean)" if config.get('bag_dim') else ''} -> Dense({config['num_classes']}){_linear_line(config, report.get('paths'))} -> softmax.
 Tokenizer: regex split, vocabulary of {config['vocab_size']} ids (lower, Capitalised and UPPER spellings share an id),
 <START> prepended, max_len {config['max_len']}, post-padded with <PAD>=0.
-Trained {config['training']['epochs_run']} epochs (early stopping on validation loss, best weights kept), batch {config['batch_size']}, Adam lr {config['learning_rate']} ({config.get('lr_schedule', 'constant')}{f", clipnorm {config['clipnorm']}" if config.get('clipnorm') else ''}).
+Trained {config['training']['epochs_run']} epochs (early stopping on validation loss, {'each path its own best epoch' if report.get('paths') else 'best weights kept'}), batch {config['batch_size']}, Adam lr {config['learning_rate']} ({config.get('lr_schedule', 'constant')}{f", clipnorm {config['clipnorm']}" if config.get('clipnorm') else ''}).
 
 ## Test metrics
 - accuracy: **{report['accuracy']:.4f}**
@@ -55,3 +55,18 @@ def _baseline_line(baseline: dict | None) -> str:
         return f"linear baseline ({baseline['model']}): skipped, {baseline['skipped']}"
     return (f"linear baseline ({baseline['model']}, same training and test texts): accuracy "
             f"{baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}")
+
+
+def _linear_line(config: dict, paths: dict | None) -> str:
+    """The linear TF-IDF path beside the RNN (kerasrnn.linear) and how the two were weighed."""
+    if config.get("linear", "none") == "none":
+        return ""
+    terms = config.get("linear_terms") or config["vocab_size"]
+    line = (f", plus a linear TF-IDF path over {config['vocab_size']} words and {terms - config['vocab_size']} "
+            "word pairs (hinge loss, L2; its scores added to the Dense layer's)")
+    if paths:
+        line += (f"; the RNN's logits weighted {paths['rnn_weight']:g} and a temperature of "
+                 f"{paths['temperature']:.3g}, chosen on the {paths['chosen_on']} split ({paths['texts']} texts: "
+                 f"linear path alone {paths['linear_path_accuracy']:.4f}, RNN alone {paths['rnn_path_accuracy']:.4f}, "
+                 f"both {paths['accuracy']:.4f})")
+    return line

@@ -100,6 +100,8 @@ def load_keras_model(path: Path):
     if not path.is_file():
         raise UserError(f"{path}: no such model file")
     try:
+        import kerasrnn.linear  # noqa: F401  registers the linear path's layer class with Keras
+
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except ValueError as exc:
         if "safe_mode" in str(exc) or "Lambda" in str(exc):

@@ -84,8 +84,9 @@ def train(config: dict) -> Path | None:
 
     import keras
 
+    from kerasrnn import paths
     from kerasrnn.batching import trim_for_backend
-    from kerasrnn.model import build_model
+    from kerasrnn.model import LINEAR, build_model, path_outputs
 
     keras.utils.set_random_seed(config["seed"])
     if keras.backend.backend() == "tensorflow":
@@ -93,8 +94,11 @@ def train(config: dict) -> Path | None:
 
         tf.config.experimental.enable_op_determinism()
     # The network's arguments (options.MODEL_ARGS): the sizes the data decided, then the options.
+    statistics = linear_statistics(data, config)
     model_config = {"vocab_size": data.tokenizer.vocab_size, "num_classes": len(data.labels),
-                    "max_len": data.tokenizer.max_len, **{k: config[k] for k in MODEL_KEYS}}
+                    "max_len": data.tokenizer.max_len,
+                    "linear_terms": len(statistics["idf"]) if statistics else None,
+                    **{k: config[k] for k in MODEL_KEYS}}
     trim = trim_for_backend(keras.backend.backend())
     strategy = distribute.strategy_for(config)
     if strategy is not None:
@@ -102,24 +106,33 @@ def train(config: dict) -> Path | None:
     with strategy.scope() if strategy else contextlib.nullcontext():
         # Training runs on batches cut to their longest text (variable length: see kerasrnn.batching);
         # the saved model has the fixed [batch, max_len] input every export needs, same weights.
-        model = build_model(**{**model_config, "max_len": None if trim else model_config["max_len"]})
-        model.compile(optimizer=make_optimizer(config, data.summary["train"]),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model = build_model(**{**model_config, "max_len": None if trim else model_config["max_len"]},
+                            linear_l2=paths.svm_l2(data.summary["train"]))
+        fit_model = model
+        if statistics:
+            model.get_layer(LINEAR).set_statistics(statistics)
+            # Each path its own loss (kerasrnn.paths): fit the two paths' scores side by side.
+            fit_model = path_outputs(model)
+            loss, metrics = paths.losses_and_metrics(len(data.labels))
+            fit_model.compile(optimizer=make_optimizer(config, data.summary["train"]), loss=loss, metrics=metrics)
+        else:
+            model.compile(optimizer=make_optimizer(config, data.summary["train"]),
+                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
     if chief:
         partial.mkdir(parents=True, exist_ok=True)
     if state:
         print(f"resuming {out_dir} after epoch {state['epochs_done']} (checkpoint in {partial})")
-        checkpoint.restore(model, partial, state)
+        checkpoint.restore(fit_model, partial, state)
     else:
         again = "run the same command again" if config["output"] else f"add --resume {out_dir}"
         print(f"training into {out_dir}; if interrupted, {again} to resume")
     started = time.perf_counter()
     if checkpoint.finished(state, config["epochs"]):
-        model.load_weights(partial / checkpoint.BEST_WEIGHTS)  # as EarlyStopping would have restored
+        fit_model.load_weights(partial / checkpoint.BEST_WEIGHTS)  # as the early stop would have restored
         state_after = state
     else:
-        state_after = fit(model, config, data, partial, state, trim, chief)
+        state_after = fit(fit_model, config, data, partial, state, trim, chief)
     train_seconds = time.perf_counter() - started  # this invocation's training (a resumed run: since resuming)
     if not chief:
         print(f"worker {tf_config['task']['index']}: training done; the chief writes {out_dir}")
@@ -132,13 +145,64 @@ def train(config: dict) -> Path | None:
         from kerasrnn.model import rebuild
 
         model = rebuild(model, model_config)
+    combination = combine_paths(model, data) if statistics else None
     y_true, y_pred = predict_test(model, data, partial)
     report = classification_report(y_true, y_pred, data.labels)
+    if combination:
+        report["paths"] = combination
     report["linear_baseline"] = run_baseline(data)
     # Its time goes to config.json with the other timings: metrics.json stays byte-reproducible.
     report["linear_baseline_cpu_seconds"] = report["linear_baseline"].pop("seconds", None)
     write_run(out_dir, partial, model, config, model_config, data, report, state_after["history"], train_seconds)
     return out_dir
+
+
+def linear_statistics(data: Prepared, config: dict) -> dict | None:
+    """The linear path's idf and bigram table from the training split (kerasrnn.linear); None
+    without one. A streamed corpus is read once more for it."""
+    if config["linear"] == "none":
+        return None
+    from kerasrnn.errors import UserError
+    from kerasrnn.linear import term_statistics
+
+    if data.streamed and data.summary["validation"] == 0:  # combine_paths weighs the paths on it
+        raise UserError("--linear tfidf on a streamed corpus needs a validation split: set --val-split > 0 "
+                        "(or --linear none)")
+    from kerasrnn.stream import chunks
+
+    if data.streamed:
+        rows = (data.tokenizer.encode(text for _, text, _ in chunk) for chunk in chunks(data.corpus.rows("train"), 1024))
+    else:
+        rows = [data.arrays.x_train]
+    stats = term_statistics(rows, data.tokenizer.vocab_size, config["bigrams"])
+    if config["bigrams"]:
+        print(f"linear path: {data.tokenizer.vocab_size} words, {stats['bigrams_kept']} word pairs"
+              + (f" ({stats['bigrams_dropped']} left out: hash table full)" if stats["bigrams_dropped"] else ""))
+    return stats
+
+
+def combine_paths(model, data: Prepared) -> dict:
+    """Weigh the RNN's logits against the linear path's on the validation split (the training split
+    when there is none) and fold the weight and a temperature into the model (kerasrnn.paths)."""
+    from kerasrnn import paths
+    from kerasrnn.stream import chunks
+
+    if data.summary["validation"] > 0:
+        split = "validation"
+        if data.streamed:
+            pairs = [(t, data.labels.index(lab)) for chunk in chunks(data.corpus.rows("validation"), 4096)
+                     for _, t, lab in chunk]
+            x, y = data.tokenizer.encode(t for t, _ in pairs), np.array([lab for _, lab in pairs])
+        else:
+            x, y = data.arrays.x_val, data.arrays.y_val
+    else:
+        split = "training"
+        x, y = data.arrays.x_train, data.arrays.y_train
+    out = {**paths.combine(model, x, y, len(data.labels)), "chosen_on": split}
+    print(f"paths: RNN logits weighted {out['rnn_weight']:g} against the linear path's, temperature "
+          f"{out['temperature']:.3g} ({split} accuracy: linear {out['linear_path_accuracy']:.4f}, RNN "
+          f"{out['rnn_path_accuracy']:.4f}, together {out['accuracy']:.4f})")
+    return out
 
 
 def run_baseline(data: Prepared) -> dict:
@@ -178,6 +242,7 @@ def fit(model, config: dict, data: Prepared, partial: Path, state: dict | None, 
 
     from kerasrnn.batching import fit_inputs
     from kerasrnn.checkpoint import epoch_checkpoint
+    from kerasrnn.paths import path_stopping
 
     first_epoch = state["epochs_done"] if state else 0
     class_weights = balanced_class_weights(data.train_counts) if config["class_weight"] == "balanced" else None
@@ -192,8 +257,7 @@ def fit(model, config: dict, data: Prepared, partial: Path, state: dict | None, 
         if inputs.get("validation_data") is not None:
             inputs["validation_data"] = shard_by_data(inputs["validation_data"])
     has_val = data.summary["validation"] > 0
-    early = keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss",
-                                          patience=config["patience"], restore_best_weights=True)
+    early = path_stopping(model, config["linear"] != "none", has_val, config["patience"])
     saver = epoch_checkpoint(partial, config, early, state, write=chief)
     verbose = config["verbose"] if config["verbose"] is not None else (1 if sys.stdout.isatty() else 2)
     with warnings.catch_warnings():

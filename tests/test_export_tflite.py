@@ -77,7 +77,24 @@ def test_hand_written_graphs_match_keras_with_a_bag_of_words_path(pooling, bidir
     _check_hand_written_graphs(config, np.random.default_rng(7))
 
 
-def _check_hand_written_graphs(config: dict, rng) -> None:
+@pytest.mark.parametrize("bigrams", [0, 20])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_hand_written_graphs_match_keras_with_the_linear_tfidf_path(bidirectional, bigrams):
+    """--linear tfidf (the default): the TF-IDF path's bigram lookup, term counts and norm in every
+    hand-written graph, on texts whose words and word pairs repeat."""
+    from kerasrnn.linear import term_statistics
+
+    rng = np.random.default_rng(11)
+    train = rng.integers(3, 9, (100, 10)).astype(np.int32)
+    stats = term_statistics([train], 40, bigrams)
+    assert stats["bigrams_kept"] == min(bigrams, 36) or not bigrams
+    config = {"vocab_size": 40, "num_classes": 3, "max_len": 10, "embed_dim": 12, "units": 5, "num_layers": 1,
+              "dropout": 0.0, "pooling": "max", "bidirectional": bidirectional, "linear": "tfidf",
+              "bigrams": bigrams, "linear_terms": len(stats["idf"])}
+    _check_hand_written_graphs(config, rng, stats)
+
+
+def _check_hand_written_graphs(config: dict, rng, linear_statistics: dict | None = None) -> None:
     import keras
     import onnxruntime as ort
 
@@ -88,10 +105,15 @@ def _check_hand_written_graphs(config: dict, rng) -> None:
 
     keras.utils.set_random_seed(int(rng.integers(1 << 30)))  # the initialisation too: one model per config
     model = build_model(**config)
-    model.set_weights([w + rng.normal(0, 0.7, w.shape).astype(np.float32) for w in model.get_weights()])
+    model.set_weights([w + rng.normal(0, 0.7, w.shape).astype(np.float32) if w.dtype.kind == "f" else w
+                       for w in model.get_weights()])
     ids = np.zeros((6, 10), np.int32)
     for row, length in enumerate([1, 2, 4, 7, 9, 10]):
         ids[row, :length] = rng.integers(1, 40, length)
+    if linear_statistics:
+        model.get_layer("linear").set_statistics(linear_statistics)
+        for row, length in enumerate([3, 6, 10]):  # texts whose words and pairs repeat
+            ids[row, :length] = np.r_[1, rng.integers(3, 9, length - 1)]
     expected = model.predict(ids, verbose=0)
     # the unrolled batch-1 copy that the quantized TFLite variants are converted from
     unrolled = rebuild(model, config, unroll=True, batch_size=1, sanitize_ids=True)

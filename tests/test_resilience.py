@@ -93,8 +93,10 @@ def test_a_checkpoint_from_before_an_option_existed_resumes_with_its_default(tmp
     with pytest.raises(UserError, match="bidirectional"):
         load_state(tmp_path, {**config, "bidirectional": True})
     # Today's defaults differ from what it ran with: refused, naming the options, not resumed as another model.
-    with pytest.raises(UserError, match="bag_dim"):
-        load_state(tmp_path, {**config, "bag_dim": DEFAULTS["bag_dim"]})
+    with pytest.raises(UserError, match=r"\(linear\); resume with the same options \(--linear none\)"):
+        load_state(tmp_path, {**config, "linear": DEFAULTS["linear"]})
+    # --bigrams means nothing without the linear path: any value resumes a run that had none.
+    assert load_state(tmp_path, {**config, "bigrams": DEFAULTS["bigrams"]})["epochs_done"] == 2
 
 
 def test_resume_keeps_the_last_epochs_optimizer_state_when_an_earlier_epoch_was_best(tmp_path):
@@ -104,6 +106,7 @@ def test_resume_keeps_the_last_epochs_optimizer_state_when_an_earlier_epoch_was_
 
     from kerasrnn.checkpoint import BEST_WEIGHTS, LAST_WEIGHTS, epoch_checkpoint, restore
     from kerasrnn.model import build_model
+    from kerasrnn.paths import path_stopping
 
     rng = np.random.default_rng(0)
     x, y = rng.integers(1, 50, (64, 8)).astype(np.int32), rng.integers(0, 2, 64).astype(np.int32)
@@ -123,12 +126,15 @@ def test_resume_keeps_the_last_epochs_optimizer_state_when_an_earlier_epoch_was_
 
     resumed = compiled()
     restore(resumed, tmp_path, {})
-    early = keras.callbacks.EarlyStopping(restore_best_weights=True)
+    early = path_stopping(resumed, linear=False, has_val=True, patience=3)
+    early.set_model(resumed)
+    # the state of a checkpoint written before paths existed (Keras's EarlyStopping's counters)
     state = {"epochs_done": 3, "history": [], "stopped": False,
              "early_stopping": {"best": 0.1, "wait": 2, "best_epoch": 0}}
     callback = epoch_checkpoint(tmp_path, {}, early, state)
     callback.set_model(resumed)
     callback.on_train_begin()
+    assert early.state() == {"paths": {"model": {"best": 0.1, "wait": 2, "best_epoch": 0}}}
     assert all(np.array_equal(a, b) for a, b in zip(early.best_weights, best, strict=True))
     assert all(np.array_equal(a, b) for a, b in zip(resumed.get_weights(), last, strict=True))
     got = [v.numpy() for v in resumed.optimizer.variables]

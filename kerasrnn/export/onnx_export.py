@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kerasrnn import pooling as pooling_mod
-from kerasrnn.model import export_weights, head_weights
+from kerasrnn.model import export_weights, head_weights, linear_weights
 from kerasrnn.tokenizer import UNKNOWN_ID
 
 OPSET = 17
@@ -36,6 +36,7 @@ def build_native(model, config: dict):
     pool = pooling_mod.choose(pooling, _POOLS)  # an unknown pooling fails before any node is written
     emb, layers = export_weights(model, config["num_layers"])  # first layer folded into the table
     dense_w, dense_b, bag_table = head_weights(model)
+    linear = linear_weights(model)
     inits = [numpy_helper.from_array(emb, "embedding"),
              numpy_helper.from_array(dense_w, "dense_kernel"), numpy_helper.from_array(dense_b, "dense_bias"),
              numpy_helper.from_array(np.array([0], np.int64), "axis0"),
@@ -82,11 +83,19 @@ def build_native(model, config: dict):
     nodes += pooled_nodes
     inits += pooled_inits
     nodes += [helper.make_node("MatMul", ["features", "dense_kernel"], ["logits_mm"]),
-              helper.make_node("Add", ["logits_mm", "dense_bias"], ["logits_rnn" if bag_table is not None else "logits"])]
+              helper.make_node("Add", ["logits_mm", "dense_bias"], ["logits_dense"])]
+    logits = "logits_dense"
     if bag_table is not None:
-        bag_nodes, bag_inits = _bag_logits(bag_table, "logits_rnn", "logits")
+        bag_nodes, bag_inits = _bag_logits(bag_table, logits, "logits_bag")
         nodes += bag_nodes
         inits += bag_inits
+        logits = "logits_bag"
+    if linear is not None:
+        linear_nodes, linear_inits = _linear_scores(linear, max_len, logits, "logits_linear")
+        nodes += linear_nodes
+        inits += linear_inits
+        logits = "logits_linear"
+    nodes.append(helper.make_node("Identity", [logits], ["logits"]))
     nodes.append(helper.make_node("Softmax", ["logits"], [OUTPUT], axis=-1))
     used = {name for node in nodes for name in node.input}
     inits = [i for i in inits if i.name in used]  # onnxruntime warns at load about unused ones
@@ -117,6 +126,75 @@ def _bag_logits(table: np.ndarray, logits_in: str, logits_out: str):
              helper.make_node("Unsqueeze", ["bag_count", "axis1"], ["bag_count_2"]),            # [B, 1]
              helper.make_node("Div", ["bag_sum", "bag_count_2"], ["bag_mean"]),
              helper.make_node("Add", [logits_in, "bag_mean"], [logits_out])]
+    return nodes, inits
+
+def _linear_scores(w: dict, max_len: int, logits_in: str, logits_out: str):
+    """The linear TF-IDF path (kerasrnn.linear.TfidfLinear, same formula and order of operations)
+    from "ids": bigram ids by the two-probe hash table, each term's count in its text from an
+    equality matrix, sublinear TF-IDF weights, L2 norm, then the weighted sum of kernel rows."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from kerasrnn.linear import multipliers
+
+    const = lambda name, value, dtype=np.int32: numpy_helper.from_array(np.array(value, dtype), name)  # noqa: E731
+    inits = [numpy_helper.from_array(w["kernel"], "linear_kernel"), numpy_helper.from_array(w["bias"], "linear_bias"),
+             numpy_helper.from_array(w["idf"], "linear_idf"), const("lin_one", 1.0, np.float32),
+             const("lin_tiny", 1e-12, np.float32), const("lin_axis2", [2], np.int64)]
+    nodes = []
+    terms = "ids"
+    if w["keys"] is not None:
+        slots = w["slots"]
+        inits += [numpy_helper.from_array(w["keys"][0], "bigram_keys_first"),
+                  numpy_helper.from_array(w["keys"][1], "bigram_keys_second"),
+                  numpy_helper.from_array(w["rows"], "bigram_rows"),
+                  const("lin_slots", slots), const("lin_zero", 0),
+                  const("lin_start0", [0], np.int64), const("lin_start1", [1], np.int64),
+                  const("lin_end0", [max_len - 1], np.int64), const("lin_end1", [max_len], np.int64)]
+        nodes += [helper.make_node("Slice", ["ids", "lin_start0", "lin_end0", "axis1"], ["pair_first"]),
+                  helper.make_node("Slice", ["ids", "lin_start1", "lin_end1", "axis1"], ["pair_second"])]
+        found = "lin_zero"
+        for k, (multiplier, (a, b)) in enumerate(zip(multipliers(slots), (("pair_first", "pair_second"),
+                                                                          ("pair_second", "pair_first")))):
+            p = f"probe{k}"
+            inits.append(const(f"{p}_mult", multiplier))
+            nodes += [helper.make_node("Mod", [a, "lin_slots"], [f"{p}_a"]),
+                      helper.make_node("Mul", [f"{p}_a", f"{p}_mult"], [f"{p}_am"]),
+                      helper.make_node("Add", [f"{p}_am", b], [f"{p}_sum"]),
+                      helper.make_node("Mod", [f"{p}_sum", "lin_slots"], [f"{p}_slot"]),
+                      helper.make_node("Gather", ["bigram_keys_first", f"{p}_slot"], [f"{p}_key_first"]),
+                      helper.make_node("Gather", ["bigram_keys_second", f"{p}_slot"], [f"{p}_key_second"]),
+                      helper.make_node("Equal", [f"{p}_key_first", "pair_first"], [f"{p}_eq_first"]),
+                      helper.make_node("Equal", [f"{p}_key_second", "pair_second"], [f"{p}_eq_second"]),
+                      helper.make_node("And", [f"{p}_eq_first", f"{p}_eq_second"], [f"{p}_match"]),
+                      helper.make_node("Equal", [found, "lin_zero"], [f"{p}_free"]),
+                      helper.make_node("And", [f"{p}_match", f"{p}_free"], [f"{p}_take"]),
+                      helper.make_node("Gather", ["bigram_rows", f"{p}_slot"], [f"{p}_row"]),
+                      helper.make_node("Where", [f"{p}_take", f"{p}_row", found], [f"{p}_found"])]
+            found = f"{p}_found"
+        nodes.append(helper.make_node("Concat", ["ids", found], ["terms"], axis=1))
+        terms = "terms"
+    nodes += [helper.make_node("Unsqueeze", [terms, "lin_axis2"], ["terms_col"]),            # [B, N, 1]
+              helper.make_node("Unsqueeze", [terms, "axis1"], ["terms_row"]),                # [B, 1, N]
+              helper.make_node("Equal", ["terms_col", "terms_row"], ["terms_same"]),
+              helper.make_node("Cast", ["terms_same"], ["terms_same_f"], to=TensorProto.FLOAT),
+              helper.make_node("ReduceSum", ["terms_same_f", "lin_axis2"], ["term_count"], keepdims=0),  # [B, N]
+              helper.make_node("Gather", ["linear_idf", terms], ["term_idf"]),
+              helper.make_node("Log", ["term_count"], ["term_log"]),
+              helper.make_node("Add", ["lin_one", "term_log"], ["term_tf"]),
+              helper.make_node("Mul", ["term_idf", "term_tf"], ["term_tfidf"]),
+              helper.make_node("Div", ["term_tfidf", "term_count"], ["term_weight"]),
+              helper.make_node("Mul", ["term_weight", "term_weight"], ["term_weight_sq"]),
+              helper.make_node("Mul", ["term_weight_sq", "term_count"], ["term_sq"]),
+              helper.make_node("ReduceSum", ["term_sq", "axis1"], ["tfidf_sq"], keepdims=1),  # [B, 1]
+              helper.make_node("Sqrt", ["tfidf_sq"], ["tfidf_norm"]),
+              helper.make_node("Max", ["tfidf_norm", "lin_tiny"], ["tfidf_norm_safe"]),
+              helper.make_node("Div", ["term_weight", "tfidf_norm_safe"], ["term_share"]),
+              helper.make_node("Unsqueeze", ["term_share", "axis1"], ["term_share_row"]),  # [B, 1, N]
+              helper.make_node("Gather", ["linear_kernel", terms], ["term_rows"]),          # [B, N, C]
+              helper.make_node("MatMul", ["term_share_row", "term_rows"], ["linear_sum_3"]),  # [B, 1, C]
+              helper.make_node("Squeeze", ["linear_sum_3", "axis1"], ["linear_sum"]),
+              helper.make_node("Add", ["linear_sum", "linear_bias"], ["linear_scores"]),
+              helper.make_node("Add", [logits_in, "linear_scores"], [logits_out])]
     return nodes, inits
 
 # Poolings over the RNN outputs x [T, B, W] (0 past each sequence's length) and the last layer's

@@ -9,7 +9,7 @@ import flatbuffers
 import numpy as np
 from mediapipe.tasks.metadata import schema_py_generated as T
 
-from kerasrnn.model import head_weights
+from kerasrnn.model import head_weights, linear_weights
 from kerasrnn.tokenizer import UNKNOWN_ID
 
 F32, F16, I32, BOOL, I8 = (T.TensorType.FLOAT32, T.TensorType.FLOAT16, T.TensorType.INT32, T.TensorType.BOOL,
@@ -178,14 +178,17 @@ def classifier_head(g: GraphBuilder, model, features: int, width: int, ids: int,
          Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[1, 1]))
     g.op(Op.MUL, [features, has_tokens_f], [gated], Opt.MulOptions, T.MulOptionsT())
     dense_w, dense_b, bag_table = head_weights(model)
+    linear = linear_weights(model)
     classes = dense_w.shape[1]
-    logits, probs = g.tensor("logits", [1, classes]), g.tensor("probabilities", [1, classes])
-    rnn_logits = logits if bag_table is None else g.tensor("logits_rnn", [1, classes])
+    logits, probs = g.tensor("logits_dense", [1, classes]), g.tensor("probabilities", [1, classes])
     g.op(Op.FULLY_CONNECTED, [gated, g.weight("dense/kernel", dense_w.T), g.weight("dense/bias", dense_b)],
-         [rnn_logits], Opt.FullyConnectedOptions, T.FullyConnectedOptionsT())
-    if bag_table is not None:
-        g.op(Op.ADD, [rnn_logits, _bag_mean(g, bag_table, ids, valid, length)], [logits],
-             Opt.AddOptions, T.AddOptionsT())
+         [logits], Opt.FullyConnectedOptions, T.FullyConnectedOptionsT())
+    for name, extra in (("logits_bag", None if bag_table is None else lambda: _bag_mean(g, bag_table, ids, valid, length)),
+                        ("logits_linear", None if linear is None else lambda: _linear_scores(g, linear, ids))):
+        if extra is not None:
+            total = g.tensor(name, [1, classes])
+            g.op(Op.ADD, [logits, extra()], [total], Opt.AddOptions, T.AddOptionsT())
+            logits = total
     g.op(Op.SOFTMAX, [logits], [probs], Opt.SoftmaxOptions, options(T.SoftmaxOptionsT, beta=1.0))
     return probs
 
@@ -213,3 +216,89 @@ def _bag_mean(g: GraphBuilder, table: np.ndarray, ids: int, valid: int, length: 
          Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[1, 1]))
     g.op(Op.DIV, [total, count_2], [mean], Opt.DivOptions, T.DivOptionsT())
     return mean
+
+
+def _linear_scores(g: GraphBuilder, w: dict, ids: int) -> int:
+    """[1, classes]: the linear TF-IDF path (kerasrnn.linear.TfidfLinear; the ONNX export writes the
+    same steps): bigram ids by the two-probe hash table, each term's count from an equality matrix,
+    sublinear TF-IDF weights, L2 norm, the weighted sum of kernel rows, + bias."""
+    from kerasrnn.linear import multipliers
+
+    max_len, classes = g.tensors[ids].shape[1], w["kernel"].shape[1]
+    terms, n = ids, max_len
+    binary = lambda op, a, b, out, *opts: g.op(op, [a, b], [out], *opts)  # noqa: E731
+    if w["keys"] is not None:
+        slots, pair = w["slots"], max_len - 1
+        first, second = g.tensor("pair_first", [1, pair], I32), g.tensor("pair_second", [1, pair], I32)
+        size = g.constant("pair_size", np.array([1, pair], np.int32))
+        g.op(Op.SLICE, [ids, g.constant("pair_begin_0", np.array([0, 0], np.int32)), size], [first],
+             Opt.SliceOptions, T.SliceOptionsT())
+        g.op(Op.SLICE, [ids, g.constant("pair_begin_1", np.array([0, 1], np.int32)), size], [second],
+             Opt.SliceOptions, T.SliceOptionsT())
+        keys_first = g.constant("bigram_keys_first", w["keys"][0])
+        keys_second = g.constant("bigram_keys_second", w["keys"][1])
+        rows, slots_c = g.constant("bigram_rows", w["rows"]), g.constant("bigram_slots", np.array(slots, np.int32))
+        zero = g.constant("bigram_zero", np.array(0, np.int32))
+        found = g.constant("bigram_none", np.zeros((1, pair), np.int32))
+        gather = options(T.GatherOptionsT, axis=0)
+        for k, (multiplier, (a, b)) in enumerate(zip(multipliers(slots), ((first, second), (second, first)))):
+            t = {name: g.tensor(f"probe{k}_{name}", [1, pair], dtype) for name, dtype in (
+                ("a", I32), ("am", I32), ("sum", I32), ("slot", I32), ("key_first", I32), ("key_second", I32),
+                ("eq_first", BOOL), ("eq_second", BOOL), ("match", BOOL), ("free", BOOL), ("take", BOOL),
+                ("row", I32), ("found", I32))}
+            g.op(Op.FLOOR_MOD, [a, slots_c], [t["a"]], Opt.FloorModOptions, T.FloorModOptionsT())
+            binary(Op.MUL, t["a"], g.constant(f"probe{k}_mult", np.array(multiplier, np.int32)), t["am"],
+                   Opt.MulOptions, T.MulOptionsT())
+            binary(Op.ADD, t["am"], b, t["sum"], Opt.AddOptions, T.AddOptionsT())
+            g.op(Op.FLOOR_MOD, [t["sum"], slots_c], [t["slot"]], Opt.FloorModOptions, T.FloorModOptionsT())
+            g.op(Op.GATHER, [keys_first, t["slot"]], [t["key_first"]], Opt.GatherOptions, gather)
+            g.op(Op.GATHER, [keys_second, t["slot"]], [t["key_second"]], Opt.GatherOptions, gather)
+            binary(Op.EQUAL, t["key_first"], first, t["eq_first"])
+            binary(Op.EQUAL, t["key_second"], second, t["eq_second"])
+            binary(Op.LOGICAL_AND, t["eq_first"], t["eq_second"], t["match"])
+            binary(Op.EQUAL, found, zero, t["free"])
+            binary(Op.LOGICAL_AND, t["match"], t["free"], t["take"])
+            g.op(Op.GATHER, [rows, t["slot"]], [t["row"]], Opt.GatherOptions, gather)
+            g.op(Op.SELECT_V2, [t["take"], t["row"], found], [t["found"]])
+            found = t["found"]
+        n = 2 * max_len - 1
+        terms = g.tensor("terms", [1, n], I32)
+        g.op(Op.CONCATENATION, [ids, found], [terms], Opt.ConcatenationOptions,
+             options(T.ConcatenationOptionsT, axis=1))
+    col, row = g.tensor("terms_col", [1, n, 1], I32), g.tensor("terms_row", [1, 1, n], I32)
+    for out, shape in ((col, [1, n, 1]), (row, [1, 1, n])):
+        g.op(Op.RESHAPE, [terms, g.constant(g.tensors[out].name.decode() + "_shape", np.array(shape, np.int32))], [out],
+             Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=shape))
+    f = {name: g.tensor("term_" + name, shape) for name, shape in (
+        ("same_f", [1, n, n]), ("count", [1, n]), ("log", [1, n]), ("tf", [1, n]), ("tfidf", [1, n]),
+        ("weight", [1, n]), ("weight_sq", [1, n]), ("sq", [1, n]), ("norm_sq", [1, 1]), ("norm", [1, 1]),
+        ("norm_safe", [1, 1]), ("share", [1, n]), ("share_3", [1, n, 1]), ("weighted", [1, n, classes]),
+        ("sum", [1, classes]), ("scores", [1, classes]))}
+    same = g.tensor("term_same", [1, n, n], BOOL)
+    binary(Op.EQUAL, col, row, same)
+    g.op(Op.CAST, [same], [f["same_f"]], Opt.CastOptions, options(T.CastOptionsT, inDataType=BOOL, outDataType=F32))
+    reduce = lambda x, axis, out, keep: g.op(  # noqa: E731
+        Op.SUM, [x, g.constant(g.tensors[out].name.decode() + "_axis", np.array([axis], np.int32))], [out],
+        Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=keep))
+    reduce(f["same_f"], 2, f["count"], False)
+    idf = g.lookup("term_idf", w["idf"][:, None], terms, [1, n, 1])
+    idf_2 = g.tensor("term_idf_2", [1, n])
+    g.op(Op.RESHAPE, [idf, g.constant("term_idf_2_shape", np.array([1, n], np.int32))], [idf_2],
+         Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[1, n]))
+    g.op(Op.LOG, [f["count"]], [f["log"]])
+    binary(Op.ADD, g.constant("term_one", np.array(1.0, np.float32)), f["log"], f["tf"], Opt.AddOptions, T.AddOptionsT())
+    binary(Op.MUL, idf_2, f["tf"], f["tfidf"], Opt.MulOptions, T.MulOptionsT())
+    binary(Op.DIV, f["tfidf"], f["count"], f["weight"], Opt.DivOptions, T.DivOptionsT())
+    binary(Op.MUL, f["weight"], f["weight"], f["weight_sq"], Opt.MulOptions, T.MulOptionsT())
+    binary(Op.MUL, f["weight_sq"], f["count"], f["sq"], Opt.MulOptions, T.MulOptionsT())
+    reduce(f["sq"], 1, f["norm_sq"], True)
+    g.op(Op.SQRT, [f["norm_sq"]], [f["norm"]])
+    binary(Op.MAXIMUM, f["norm"], g.constant("term_tiny", np.array(1e-12, np.float32)), f["norm_safe"])
+    binary(Op.DIV, f["weight"], f["norm_safe"], f["share"], Opt.DivOptions, T.DivOptionsT())
+    g.op(Op.RESHAPE, [f["share"], g.constant("term_share_shape", np.array([1, n, 1], np.int32))], [f["share_3"]],
+         Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[1, n, 1]))
+    rows_f = g.lookup("term_rows", w["kernel"], terms, [1, n, classes])
+    binary(Op.MUL, rows_f, f["share_3"], f["weighted"], Opt.MulOptions, T.MulOptionsT())
+    reduce(f["weighted"], 1, f["sum"], False)
+    binary(Op.ADD, f["sum"], g.weight("linear/bias", w["bias"]), f["scores"], Opt.AddOptions, T.AddOptionsT())
+    return f["scores"]

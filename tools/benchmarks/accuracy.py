@@ -60,7 +60,7 @@ def one_seed(config: dict) -> dict:
     from kerasrnn.baseline import linear_baseline
     from kerasrnn.metrics import classification_report
     from kerasrnn.prepare import prepare_data
-    from kerasrnn.run import RunInfo
+    from kerasrnn.run import METRICS_FILE, RunInfo, read_json
     from kerasrnn.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,7 +71,15 @@ def one_seed(config: dict) -> dict:
         # The same split and ids again (prepare_data is deterministic in the split seed).
         data = prepare_data({**config, "max_len": info.tokenizer.max_len})
         a = data.arrays
-        ours = info.load_model().predict(a.x_test, batch_size=256, verbose=0).argmax(1)
+        model = info.load_model()
+        ours = model.predict(a.x_test, batch_size=256, verbose=0).argmax(1)
+        chosen = read_json(run_dir / METRICS_FILE).get("paths")
+        if chosen:  # what the recurrence adds: the linear path's own test accuracy beside the weight chosen
+            from kerasrnn.model import path_outputs
+
+            scores = path_outputs(model).predict(a.x_test, batch_size=256, verbose=0)
+            chosen = {"rnn_weight": chosen["rnn_weight"], "temperature": chosen["temperature"],
+                      "linear_path_accuracy": float((scores[:, :len(data.labels)].argmax(1) == a.y_test).mean())}
     lengths = (a.x_test != 0).sum(1) - 1  # tokens per text the models read (<START> not counted)
     start = time.process_time()
     tfidf = linear_baseline(a.train_texts, a.y_train, a.test_texts, a.y_test, data.labels, predictions=True)
@@ -79,7 +87,7 @@ def one_seed(config: dict) -> dict:
     start = time.perf_counter()
     average = word_average_predictions(data, config)
     average_seconds = time.perf_counter() - start
-    out = {"seed": config["seed"], "test_texts": int(len(a.y_test))}
+    out = {"seed": config["seed"], "test_texts": int(len(a.y_test)), "paths": chosen}
     for model, y_pred, secs in (("kerasrnn", ours, seconds), ("tfidf_linearsvc", tfidf["y_pred"], tfidf_seconds),
                                 ("word_average", average, average_seconds)):
         report = classification_report(a.y_test, y_pred, data.labels)
@@ -152,6 +160,15 @@ def to_markdown(result: dict) -> str:
         for bucket, first in r["kerasrnn"]["by_length"].items():
             lines.append(f"| {name} | {bucket} | {first['n']} | " + " | ".join(
                 f"{r[m]['by_length'][bucket]['accuracy_mean']:.4f}" for m in MODELS) + " |")
+    lines += ["", "What the recurrence adds: the model's linear TF-IDF path alone on the test split, and the weight of",
+              "the RNN's logits chosen on the validation split (kerasrnn.paths), per seed:", "",
+              "| dataset | linear path alone | kerasrnn (both paths) | RNN weight per seed |", "| --- | ---: | ---: | --- |"]
+    for name, r in result["datasets"].items():
+        chosen = [run["paths"] for run in r["runs"] if run.get("paths")]
+        if chosen:
+            weights = ", ".join(f"{c['rnn_weight']:g}" for c in chosen)
+            lines.append(f"| {name} | {np.mean([c['linear_path_accuracy'] for c in chosen]):.4f} | "
+                         f"{r['kerasrnn']['accuracy_mean']:.4f} | {weights} |")
     return "\n".join(lines) + f"\n\nSeeds: {result['seeds']}; split seed 0 for every seed.\n"
 
 

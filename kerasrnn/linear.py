@@ -1,0 +1,148 @@
+"""The linear path beside the recurrence: TF-IDF of the text's words and word pairs -> class scores.
+
+What a user compares the RNN with first is TF-IDF + a linear SVM, and on long texts (20 Newsgroups)
+no RNN of this size trained here beat it. So the model carries that linear model inside it, trained
+by the same model.fit, and the recurrence adds to it what order tells (kerasrnn.model, #15):
+
+- terms: the token ids, plus one id per adjacent word pair found in a bigram vocabulary (the most
+  frequent pairs of the training split, `--bigrams` of them). Pairs are looked up in a hash table of
+  int32 keys with two probe slots, written at training time: plain arithmetic and gathers, so the
+  ONNX and TFLite graphs compute the same ids with standard ops.
+- weights: sublinear TF-IDF, L2-normalised, exactly scikit-learn's TfidfVectorizer(sublinear_tf=
+  True) formula over these terms. A term seen c times in the text weighs idf * (1 + ln c), spread
+  as idf * (1 + ln c) / c over its c positions; the norm is sqrt(sum over positions of w_i^2 c_i).
+  c_i comes from an equality matrix of the text's terms with itself: no unique op is needed.
+- scores: sum over positions of w_i / norm * kernel[term_i] + bias.
+
+<PAD> and <START> have idf 0 (they are no words); <UNKNOWN> counts as a word (a rare word).
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerasrnn.tokenizer import UNKNOWN_ID
+
+FIRST_WORD_ID = UNKNOWN_ID + 1  # pairs are of vocabulary words only (no <PAD>, <START>, <UNKNOWN>)
+EMPTY_KEY = -1
+
+
+def table_slots(bigrams: int) -> int:
+    """Hash-table size for `bigrams` pairs: a power of two, at least 2x (two probes keep nearly all)."""
+    return 1 << max(4, int(2 * max(bigrams, 1) - 1).bit_length())
+
+
+def multipliers(slots: int) -> tuple[int, int]:
+    """Odd multipliers of the two probe hashes, small enough that (slots - 1) * m + id stays in int32:
+    irrational fractions (golden ratio, plastic number) of that bound, so that the products of nearby
+    ids land far apart modulo `slots` (a power-of-two multiplier put every pair of a word in 4 slots)."""
+    bound = (1 << 30) // slots
+    return int(bound * 0.6180339887) | 1, int(bound * 0.7548776662) | 1
+
+
+def probe_slots(first, second, slots: int, xp=np):
+    """The two hash slots of pairs (first, second), int arrays of word ids >= 0 (numpy or keras.ops)."""
+    m1, m2 = multipliers(slots)
+    mod = np.mod if xp is np else ops.mod
+    return mod(mod(first, slots) * m1 + second, slots), mod(mod(second, slots) * m2 + first, slots)
+
+
+def term_statistics(id_chunks, vocab_size: int, bigrams: int) -> dict:
+    """From the training split's ids (an iterable of [texts, max_len] arrays): idf per term and the
+    bigram hash table.
+
+    The bigram vocabulary: pairs of adjacent vocabulary words in at least 2 training texts, the
+    `bigrams` most frequent (document frequency, ties by first appearance). Each goes to the first
+    free of its two probe slots; the few that find both taken are left out (counted)."""
+    texts = 0
+    doc_freq = np.zeros(vocab_size, np.int64)
+    pair_freq: Counter = Counter()
+    for row in (row for chunk in id_chunks for row in chunk):
+        texts += 1
+        real = row[row != 0]
+        doc_freq[np.unique(real)] += 1
+        if bigrams:
+            a, b = real[:-1], real[1:]
+            keep = (a >= FIRST_WORD_ID) & (b >= FIRST_WORD_ID)
+            pair_freq.update(set(zip(a[keep].tolist(), b[keep].tolist())))
+    slots = table_slots(bigrams)
+    keys = np.full((2, slots), EMPTY_KEY, np.int32)
+    rows = np.zeros(slots, np.int32)
+    pair_df = []
+    dropped = 0
+    for (a, b), df in pair_freq.most_common():
+        if df < 2 or len(pair_df) >= bigrams:
+            break
+        for slot in probe_slots(np.int64(a), np.int64(b), slots):
+            if keys[0, slot] == EMPTY_KEY:
+                keys[:, slot] = a, b
+                rows[slot] = vocab_size + len(pair_df)
+                pair_df.append(df)
+                break
+        else:
+            dropped += 1
+    df_all = np.concatenate([doc_freq, np.array(pair_df, np.int64)])
+    idf = (np.log((1.0 + texts) / (1.0 + df_all)) + 1.0).astype(np.float32)  # scikit-learn's smooth idf
+    idf[:FIRST_WORD_ID - 1] = 0.0  # <PAD>, <START>
+    return {"idf": idf, "bigram_keys": keys, "bigram_rows": rows, "bigrams_kept": len(pair_df),
+            "bigrams_dropped": dropped}
+
+
+@keras.saving.register_keras_serializable(package="kerasrnn")
+class TfidfLinear(keras.layers.Layer):
+    """ids [batch, steps] -> class scores [batch, classes]: a linear model over the text's TF-IDF.
+
+    `terms` rows of kernel: the vocabulary, then the bigram vocabulary. The statistics (idf and the
+    bigram table) are non-trainable weights, set from the training split by `set_statistics`."""
+
+    def __init__(self, vocab_size: int, num_classes: int, terms: int, slots: int, l2: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.num_classes, self.terms, self.slots, self.l2 = vocab_size, num_classes, terms, slots, l2
+
+    def build(self, input_shape):
+        self.idf = self.add_weight(shape=(self.terms,), initializer="ones", trainable=False, name="idf")
+        self.kernel = self.add_weight(shape=(self.terms, self.num_classes), initializer="zeros", name="kernel",
+                                      regularizer=keras.regularizers.L2(self.l2) if self.l2 else None)
+        self.bias = self.add_weight(shape=(self.num_classes,), initializer="zeros", name="bias")
+        if self.terms > self.vocab_size:
+            self.bigram_keys = self.add_weight(shape=(2, self.slots), initializer="zeros", dtype="int32",
+                                               trainable=False, name="bigram_keys")
+            self.bigram_rows = self.add_weight(shape=(self.slots,), initializer="zeros", dtype="int32",
+                                               trainable=False, name="bigram_rows")
+
+    def set_statistics(self, stats: dict) -> None:
+        self.idf.assign(stats["idf"])
+        if self.terms > self.vocab_size:
+            self.bigram_keys.assign(stats["bigram_keys"])
+            self.bigram_rows.assign(stats["bigram_rows"])
+
+    def term_ids(self, ids):
+        """[batch, steps] -> [batch, 2 * steps - 1]: the ids, then each adjacent pair's bigram row
+        (0, which weighs nothing, for a pair outside the bigram vocabulary)."""
+        if self.terms == self.vocab_size:
+            return ids
+        first, second = ids[:, :-1], ids[:, 1:]
+        found = ops.zeros_like(first)
+        for slot in probe_slots(first, second, self.slots, xp=ops):
+            match = ops.logical_and(ops.equal(ops.take(self.bigram_keys[0], slot, axis=0), first),
+                                    ops.equal(ops.take(self.bigram_keys[1], slot, axis=0), second))
+            found = ops.where(ops.logical_and(match, ops.equal(found, 0)), ops.take(self.bigram_rows, slot, axis=0),
+                              found)
+        return ops.concatenate([ids, found], axis=1)
+
+    def call(self, ids):
+        terms = self.term_ids(ops.cast(ids, "int32"))
+        same = ops.cast(ops.equal(ops.expand_dims(terms, 2), ops.expand_dims(terms, 1)), "float32")
+        count = ops.sum(same, axis=2)  # c_i: occurrences of position i's term in the text (>= 1)
+        weight = ops.take(self.idf, terms, axis=0) * (1.0 + ops.log(count)) / count
+        norm = ops.sqrt(ops.sum(weight * weight * count, axis=1, keepdims=True))
+        weight = weight / ops.maximum(norm, 1e-12)  # a text without words scores the bias alone
+        rows = ops.take(self.kernel, terms, axis=0)
+        return ops.sum(rows * ops.expand_dims(weight, -1), axis=1) + self.bias
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size, "num_classes": self.num_classes,
+                "terms": self.terms, "slots": self.slots, "l2": self.l2}

@@ -1,0 +1,203 @@
+"""The linear TF-IDF path (kerasrnn.linear) and the training of the two paths (kerasrnn.paths)."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+
+def _pairs(row):
+    from kerasrnn.linear import FIRST_WORD_ID
+
+    real = row[row != 0]
+    return [(int(a), int(b)) for a, b in zip(real[:-1], real[1:]) if a >= FIRST_WORD_ID and b >= FIRST_WORD_ID]
+
+
+def _encoded(sms_rows, n=400, max_len=30):
+    from kerasrnn.tokenizer import Tokenizer, build_vocabulary
+
+    texts = [t for t, _ in sms_rows[:n]]
+    tokenizer = Tokenizer(build_vocabulary(texts, 600, min_count=2, max_tokens=max_len - 1), max_len)
+    return tokenizer.encode(texts), tokenizer.vocab_size
+
+
+def test_the_bigram_table_holds_the_most_frequent_pairs_and_finds_exactly_them(sms_rows):
+    import keras
+
+    from kerasrnn.linear import TfidfLinear, term_statistics
+
+    ids, vocab = _encoded(sms_rows)
+    stats = term_statistics([ids[:150], ids[150:]], vocab, 300)  # chunks, as a streamed corpus gives them
+    doc_freq = Counter(p for row in ids for p in set(_pairs(row)))
+    table = {(int(a), int(b)): int(r) for a, b, r in zip(*stats["bigram_keys"], stats["bigram_rows"]) if a >= 0}
+    eligible = sum(1 for c in doc_freq.values() if c >= 2)  # pairs in 2+ texts
+    kept, dropped = stats["bigrams_kept"], stats["bigrams_dropped"]
+    assert len(table) == kept == min(300, eligible - dropped) and eligible > 300  # a pair left out is replaced
+    assert dropped <= 0.1 * kept
+    assert sorted(table.values()) == list(range(vocab, vocab + len(table)))  # rows after the vocabulary
+    kept_df = [doc_freq[p] for p in table]
+    assert min(kept_df) >= 2 and min(kept_df) >= sorted(doc_freq.values())[-(300 + dropped)]  # the most frequent
+    layer = TfidfLinear(vocab, 2, len(stats["idf"]), stats["bigram_keys"].shape[1])
+    layer.build((None, ids.shape[1]))
+    layer.set_statistics(stats)
+    terms = keras.ops.convert_to_numpy(layer.term_ids(keras.ops.convert_to_tensor(ids)))
+    assert np.array_equal(terms[:, :ids.shape[1]], ids)
+    for row, found in zip(ids, terms[:, ids.shape[1]:]):
+        real = row[row != 0]
+        expected = [table.get((int(a), int(b)), 0) for a, b in zip(row[:-1], row[1:])]
+        expected = [e if i < len(real) - 1 and row[i] >= 3 and row[i + 1] >= 3 else 0 for i, e in enumerate(expected)]
+        assert found.tolist() == expected
+
+
+@pytest.mark.parametrize("bigrams", [0, 300])
+def test_scores_are_scikit_learns_sublinear_tfidf_times_the_kernel(sms_rows, bigrams):
+    """The formula, not a copy of it: scikit-learn's TfidfTransformer on the same terms' counts."""
+    import keras
+    from scipy.sparse import csr_matrix
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    from kerasrnn.linear import TfidfLinear, term_statistics
+
+    ids, vocab = _encoded(sms_rows)
+    train, test = ids[:300], ids[300:]
+    stats = term_statistics([train], vocab, bigrams)
+    terms = len(stats["idf"])
+    table = {(int(a), int(b)): int(r) for a, b, r in zip(*stats["bigram_keys"], stats["bigram_rows"]) if a >= 0}
+
+    def counts(rows):
+        matrix = np.zeros((len(rows), terms))
+        for i, row in enumerate(rows):
+            for t in row[row > 1]:  # no <PAD>, no <START>
+                matrix[i, t] += 1
+            for pair in _pairs(row):
+                if pair in table:
+                    matrix[i, table[pair]] += 1
+        return csr_matrix(matrix)
+
+    tfidf = TfidfTransformer(sublinear_tf=True).fit(counts(train))
+    rng = np.random.default_rng(0)
+    layer = TfidfLinear(vocab, 3, terms, stats["bigram_keys"].shape[1])
+    layer.build((None, ids.shape[1]))
+    layer.set_statistics(stats)
+    kernel, bias = rng.normal(0, 1, (terms, 3)).astype(np.float32), rng.normal(0, 1, 3).astype(np.float32)
+    layer.kernel.assign(kernel)
+    layer.bias.assign(bias)
+    got = keras.ops.convert_to_numpy(layer(keras.ops.convert_to_tensor(test)))
+    expected = tfidf.transform(counts(test)) @ kernel + bias
+    assert np.abs(got - expected).max() <= 1e-5
+    empty = np.zeros((1, ids.shape[1]), np.int32)
+    empty[0, 0] = 1  # <START> alone: no word, the bias alone
+    assert np.abs(keras.ops.convert_to_numpy(layer(keras.ops.convert_to_tensor(empty)))[0] - bias).max() <= 1e-6
+
+
+def _two_path_model(vocab=40, classes=3, max_len=10, bigrams=20, seed=0):
+    import keras
+
+    from kerasrnn.linear import term_statistics
+    from kerasrnn.model import LINEAR, build_model
+
+    rng = np.random.default_rng(seed)
+    train = rng.integers(3, 12, (200, max_len)).astype(np.int32)  # few words: pairs repeat
+    train[:, 0] = 1
+    stats = term_statistics([train], vocab, bigrams)
+    keras.utils.set_random_seed(seed)
+    config = {"vocab_size": vocab, "num_classes": classes, "max_len": max_len, "embed_dim": 6, "units": 5,
+              "num_layers": 1, "dropout": 0.0, "pooling": "max", "bidirectional": False, "linear": "tfidf",
+              "bigrams": bigrams, "linear_terms": len(stats["idf"])}
+    model = build_model(**config)
+    model.get_layer(LINEAR).set_statistics(stats)
+    return model, config, train
+
+
+def test_combine_folds_the_rnn_weight_and_temperature_into_the_weights():
+    from kerasrnn import paths
+    from kerasrnn.model import path_outputs
+
+    model, config, ids = _two_path_model()
+    rng = np.random.default_rng(1)
+    model.set_weights([w + rng.normal(0, 0.5, w.shape).astype(w.dtype) if w.dtype.kind == "f" else w
+                       for w in model.get_weights()])
+    before = path_outputs(model).predict(ids, verbose=0).astype(np.float64)
+    y = (before[:, :3] + 0.3 * before[:, 3:]).argmax(1)  # labels that both paths' scores explain
+    chosen = paths.combine(model, ids, y, 3)
+    assert chosen["rnn_weight"] in paths.RNN_WEIGHTS and chosen["rnn_weight"] > 0
+    a, t = chosen["rnn_weight"], chosen["temperature"]
+    z = t * (before[:, :3] + a * before[:, 3:])
+    expected = np.exp(z - z.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    assert np.abs(model.predict(ids, verbose=0) - expected).max() <= 1e-5
+    # the chosen weight has the lowest validation log-loss of the grid, each at its best temperature
+    others = [paths.fit_temperature(before[:, :3] + w * before[:, 3:], y)[1] for w in paths.RNN_WEIGHTS]
+    assert chosen["log_loss"] <= min(others) + 1e-9 and chosen["log_loss"] < max(others)
+
+
+def test_each_path_keeps_its_own_best_epoch():
+    from kerasrnn import paths
+    from kerasrnn.model import path_outputs
+
+    model, config, ids = _two_path_model()
+    fit_model = path_outputs(model)
+    fit_model.stop_training = False  # as model.fit sets it
+    stopping = paths.path_stopping(fit_model, linear=True, has_val=True, patience=2)
+    stopping.set_model(fit_model)
+    names = paths.path_layers(fit_model, True)
+    snapshot = lambda: {n: [w.copy() for w in fit_model.get_layer(n).get_weights()]  # noqa: E731
+                        for n in names["linear"] + names["rnn"]}
+    seen = []
+    # the linear path improves until epoch 3, the RNN's best is epoch 1; weights change every epoch
+    for epoch, (lin, rnn) in enumerate([(0.9, 0.5), (0.8, 0.4), (0.7, 0.6), (0.6, 0.7), (0.65, 0.8), (0.7, 0.9)]):
+        for layer in fit_model.layers:
+            if layer.weights:
+                layer.set_weights([w + 1 if w.dtype.kind == "f" else w for w in layer.get_weights()])
+        seen.append(snapshot())
+        stopping.on_epoch_end(epoch, {"val_linear_hinge": lin, "val_rnn_crossentropy": rnn})
+        if fit_model.stop_training:
+            break
+    assert epoch == 5  # the RNN waited 2 epochs at epoch 3, the linear path only at epoch 5
+    stopping.on_train_end()
+    for name in names["linear"]:
+        assert all(np.array_equal(a, b) for a, b in zip(fit_model.get_layer(name).get_weights(), seen[3][name]))
+    for name in names["rnn"]:
+        assert all(np.array_equal(a, b) for a, b in zip(fit_model.get_layer(name).get_weights(), seen[1][name]))
+
+
+def test_path_stopping_resumes_from_its_saved_state_and_best_weights():
+    """What the epoch checkpoint saves (state() and best_weights) rebuilds the same stopping state."""
+    from kerasrnn import paths
+    from kerasrnn.model import path_outputs
+
+    model, _, _ = _two_path_model()
+    fit_model = path_outputs(model)
+    fit_model.stop_training = False
+    first = paths.path_stopping(fit_model, linear=True, has_val=True, patience=2)
+    first.set_model(fit_model)
+    for epoch, (lin, rnn) in enumerate([(0.9, 0.5), (0.8, 0.6)]):
+        fit_model.set_weights([w + 1 if w.dtype.kind == "f" else w for w in fit_model.get_weights()])
+        first.on_epoch_end(epoch, {"val_linear_hinge": lin, "val_rnn_crossentropy": rnn})
+    saved_state, saved_best = first.state(), first.best_weights
+    second = paths.path_stopping(fit_model, linear=True, has_val=True, patience=2)
+    second.set_model(fit_model)
+    second.load_state(saved_state, saved_best)
+    # the next epoch improves neither path: the RNN path has now waited 2 epochs, the linear 1
+    for stopping in (first, second):
+        stopping.on_epoch_end(2, {"val_linear_hinge": 0.85, "val_rnn_crossentropy": 0.7})
+    assert first.state() == second.state() and not fit_model.stop_training
+    assert all(np.array_equal(a, b) for a, b in zip(first.best_weights, second.best_weights))
+
+
+def test_patience_zero_stops_on_the_first_epoch_that_does_not_improve():
+    from kerasrnn import paths
+    from kerasrnn.model import path_outputs
+
+    model, _, _ = _two_path_model()
+    fit_model = path_outputs(model)
+    fit_model.stop_training = False
+    stopping = paths.path_stopping(fit_model, linear=True, has_val=True, patience=0)
+    stopping.set_model(fit_model)
+    stopping.on_epoch_end(0, {"val_linear_hinge": float("nan"), "val_rnn_crossentropy": 0.5})
+    assert not fit_model.stop_training and stopping.state()["paths"]["linear"]["best_epoch"] == 0
+    stopping.on_epoch_end(1, {"val_linear_hinge": 0.9, "val_rnn_crossentropy": 0.4})
+    assert not fit_model.stop_training  # both improved (NaN is beaten by any value)
+    stopping.on_epoch_end(2, {"val_linear_hinge": 0.95, "val_rnn_crossentropy": 0.45})
+    assert fit_model.stop_training
