@@ -132,15 +132,22 @@ def test_combine_folds_the_rnn_weight_and_temperature_into_the_weights():
     assert chosen["log_loss"] <= min(others) + 1e-9 and chosen["log_loss"] < max(others)
 
 
-def test_each_path_keeps_its_own_best_epoch():
+def _stopping_pair(patience: int, model=None):
+    """The two-path training view of a small model and a PathStopping on it, as model.fit sets them up."""
     from kerasrnn import paths
     from kerasrnn.model import path_outputs
 
-    model, config, ids = _two_path_model()
-    fit_model = path_outputs(model)
-    fit_model.stop_training = False  # as model.fit sets it
-    stopping = paths.path_stopping(fit_model, linear=True, has_val=True, patience=2)
+    fit_model = path_outputs(model or _two_path_model()[0])
+    fit_model.stop_training = False
+    stopping = paths.path_stopping(fit_model, linear=True, has_val=True, patience=patience)
     stopping.set_model(fit_model)
+    return fit_model, stopping
+
+
+def test_each_path_keeps_its_own_best_epoch():
+    from kerasrnn import paths
+
+    fit_model, stopping = _stopping_pair(2)
     names = paths.path_layers(fit_model, True)
     snapshot = lambda: {n: [w.copy() for w in fit_model.get_layer(n).get_weights()]  # noqa: E731
                         for n in names["linear"] + names["rnn"]}
@@ -165,13 +172,8 @@ def test_each_path_keeps_its_own_best_epoch():
 def test_path_stopping_resumes_from_its_saved_state_and_best_weights():
     """What the epoch checkpoint saves (state() and best_weights) rebuilds the same stopping state."""
     from kerasrnn import paths
-    from kerasrnn.model import path_outputs
 
-    model, _, _ = _two_path_model()
-    fit_model = path_outputs(model)
-    fit_model.stop_training = False
-    first = paths.path_stopping(fit_model, linear=True, has_val=True, patience=2)
-    first.set_model(fit_model)
+    fit_model, first = _stopping_pair(2)
     for epoch, (lin, rnn) in enumerate([(0.9, 0.5), (0.8, 0.6)]):
         fit_model.set_weights([w + 1 if w.dtype.kind == "f" else w for w in fit_model.get_weights()])
         first.on_epoch_end(epoch, {"val_linear_hinge": lin, "val_rnn_crossentropy": rnn})
@@ -187,14 +189,7 @@ def test_path_stopping_resumes_from_its_saved_state_and_best_weights():
 
 
 def test_patience_zero_stops_on_the_first_epoch_that_does_not_improve():
-    from kerasrnn import paths
-    from kerasrnn.model import path_outputs
-
-    model, _, _ = _two_path_model()
-    fit_model = path_outputs(model)
-    fit_model.stop_training = False
-    stopping = paths.path_stopping(fit_model, linear=True, has_val=True, patience=0)
-    stopping.set_model(fit_model)
+    fit_model, stopping = _stopping_pair(0)
     stopping.on_epoch_end(0, {"val_linear_hinge": float("nan"), "val_rnn_crossentropy": 0.5})
     assert not fit_model.stop_training and stopping.state()["paths"]["linear"]["best_epoch"] == 0
     stopping.on_epoch_end(1, {"val_linear_hinge": 0.9, "val_rnn_crossentropy": 0.4})
