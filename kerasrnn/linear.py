@@ -6,8 +6,8 @@ by the same model.fit, and the recurrence adds to it what order tells (kerasrnn.
 
 - terms: the token ids, plus one id per adjacent word pair found in a bigram vocabulary (the most
   frequent pairs of the training split, `--bigrams` of them). Pairs are looked up in a hash table of
-  int32 keys with two probe slots, written at training time: plain arithmetic and gathers, so the
-  ONNX and TFLite graphs compute the same ids with standard ops.
+  int32 keys, each pair in one of its two probe slots (cuckoo hashing, written at training time):
+  plain arithmetic and gathers, so the ONNX and TFLite graphs compute the same ids with standard ops.
 - weights: sublinear TF-IDF, L2-normalised, exactly scikit-learn's TfidfVectorizer(sublinear_tf=
   True) formula over these terms. A term seen c times in the text weighs idf * (1 + ln c), spread
   as idf * (1 + ln c) / c over its c positions; the norm is sqrt(sum over positions of w_i^2 c_i).
@@ -28,6 +28,7 @@ from kerasrnn.tokenizer import UNKNOWN_ID
 
 FIRST_WORD_ID = UNKNOWN_ID + 1  # pairs are of vocabulary words only (no <PAD>, <START>, <UNKNOWN>)
 EMPTY_KEY = -1
+MAX_EVICTIONS = 100
 
 
 def table_slots(bigrams: int) -> int:
@@ -55,8 +56,8 @@ def term_statistics(id_chunks, vocab_size: int, bigrams: int) -> dict:
     bigram hash table.
 
     The bigram vocabulary: pairs of adjacent vocabulary words in at least 2 training texts, the
-    `bigrams` most frequent (document frequency, ties by first appearance). Each goes to the first
-    free of its two probe slots; the few that find both taken are left out (counted)."""
+    `bigrams` most frequent (document frequency, ties by first appearance), each in one of its two
+    probe slots (cuckoo hashing); a pair that finds no place is left out (counted)."""
     texts = 0
     doc_freq = np.zeros(vocab_size, np.int64)
     pair_freq: Counter = Counter()
@@ -68,26 +69,36 @@ def term_statistics(id_chunks, vocab_size: int, bigrams: int) -> dict:
             a, b = real[:-1], real[1:]
             keep = (a >= FIRST_WORD_ID) & (b >= FIRST_WORD_ID)
             pair_freq.update(set(zip(a[keep].tolist(), b[keep].tolist())))
-    slots = table_slots(bigrams)
+    chosen = [(pair, df) for pair, df in pair_freq.most_common(bigrams) if df >= 2] if bigrams else []
+    slots = table_slots(len(chosen))  # sized for the pairs there are, not the cap asked for
+    first, second = (np.array([pair[k] for pair, _ in chosen], np.int64) for k in (0, 1))
+    probes = np.stack(probe_slots(first, second, slots), axis=1) if chosen else np.zeros((0, 2), np.int64)
+    # Cuckoo insertion: a pair whose first slot is taken evicts the occupant, which moves to its
+    # other slot, and so on; at most half full, nearly every pair finds a place.
+    table = np.full(slots, -1, np.int64)  # slot -> index into chosen
+    dropped = 0
+    for item in range(len(chosen)):
+        slot = probes[item, 0]
+        for _ in range(MAX_EVICTIONS):
+            table[slot], item = item, table[slot]
+            if item < 0:
+                break
+            slot = probes[item, 1] if probes[item, 0] == slot else probes[item, 0]
+        else:
+            dropped += 1  # the pair left holding no slot after that many moves
+    placed = np.sort(table[table >= 0])  # rows in frequency order, after the vocabulary
+    row_of = {int(i): vocab_size + r for r, i in enumerate(placed)}
     keys = np.full((2, slots), EMPTY_KEY, np.int32)
     rows = np.zeros(slots, np.int32)
-    pair_df = []
-    dropped = 0
-    for (a, b), df in pair_freq.most_common():
-        if df < 2 or len(pair_df) >= bigrams:
-            break
-        for slot in probe_slots(np.int64(a), np.int64(b), slots):
-            if keys[0, slot] == EMPTY_KEY:
-                keys[:, slot] = a, b
-                rows[slot] = vocab_size + len(pair_df)
-                pair_df.append(df)
-                break
-        else:
-            dropped += 1
+    for slot in np.flatnonzero(table >= 0):
+        (a, b), _ = chosen[table[slot]]
+        keys[:, slot] = a, b
+        rows[slot] = row_of[int(table[slot])]
+    pair_df = [chosen[i][1] for i in placed]
     df_all = np.concatenate([doc_freq, np.array(pair_df, np.int64)])
     idf = (np.log((1.0 + texts) / (1.0 + df_all)) + 1.0).astype(np.float32)  # scikit-learn's smooth idf
     idf[:FIRST_WORD_ID - 1] = 0.0  # <PAD>, <START>
-    return {"idf": idf, "bigram_keys": keys, "bigram_rows": rows, "bigrams_kept": len(pair_df),
+    return {"idf": idf, "bigram_keys": keys, "bigram_rows": rows, "slots": slots, "bigrams_kept": len(pair_df),
             "bigrams_dropped": dropped}
 
 

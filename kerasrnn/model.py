@@ -25,6 +25,7 @@ warnings.filterwarnings("ignore", message="Layer 'pool' .*does not support maski
 def build_model(vocab_size: int, num_classes: int, max_len: int | None, embed_dim: int = 64, units: int = 64,
                 num_layers: int = 1, dropout: float = 0.0, pooling: str = "last", bidirectional: bool = False,
                 bag_dim: int = 0, linear: str = "none", bigrams: int = 0, linear_terms: int | None = None,
+                linear_slots: int | None = None,
                 unroll: bool = False, batch_size: int | None = None, sanitize_ids: bool = False,
                 linear_l2: float = 0.0) -> keras.Model:
     """`max_len=None` accepts any sequence length (training on trimmed batches).
@@ -33,7 +34,8 @@ def build_model(vocab_size: int, num_classes: int, max_len: int | None, embed_di
     outputs before the Dense layer. Being linear up to the softmax, it exports as one per-word
     table of class scores (bag_logit_table).
     `linear="tfidf"` adds kerasrnn.linear.TfidfLinear over `linear_terms` terms (the vocabulary and
-    up to `bigrams` word pairs; its statistics are set from the data after building): the model's
+    up to `bigrams` word pairs, in a hash table of `linear_slots`; its statistics are set from the
+    data after building, kerasrnn.linear.term_statistics, which sizes both): the model's
     logits are then rnn_logits + linear scores. `linear_l2` is its kernel's L2 penalty (training only).
     `sanitize_ids` (export graphs only): ids outside [0, vocab_size) are read as <UNKNOWN>."""
     pool = poolings.choose(pooling, _POOLS)  # fails on an unknown name before anything is built
@@ -65,7 +67,8 @@ def build_model(vocab_size: int, num_classes: int, max_len: int | None, embed_di
     from kerasrnn.linear import TfidfLinear, table_slots
 
     rnn_logits = keras.layers.Dense(num_classes, name=RNN_LOGITS)(x)
-    scores = TfidfLinear(vocab_size, num_classes, linear_terms or vocab_size, table_slots(bigrams), l2=linear_l2,
+    scores = TfidfLinear(vocab_size, num_classes, linear_terms or vocab_size, linear_slots or table_slots(bigrams),
+                         l2=linear_l2,
                          name=LINEAR)(ids)
     logits = keras.layers.Add(name="logits")([rnn_logits, scores])
     return keras.Model(tokens, keras.layers.Softmax(name="probabilities")(logits), name="kerasrnn")

@@ -59,9 +59,11 @@ DEFAULTS = {
 # must match them (checkpoint.RESUME_KEYS).
 MODEL_KEYS = ("embed_dim", "units", "num_layers", "dropout", "pooling", "bidirectional", "bag_dim", "linear", "bigrams")
 # What a run recorded before these options existed ran with (its config.json lacks the key).
-MODEL_ADDED_LATER = {"bidirectional": False, "bag_dim": 0, "linear": "none", "bigrams": 0, "linear_terms": None}
-# linear_terms: rows of the linear path (the vocabulary, then the bigrams the training split had).
-DATA_MODEL_KEYS = ("vocab_size", "num_classes", "max_len", "linear_terms")
+MODEL_ADDED_LATER = {"bidirectional": False, "bag_dim": 0, "linear": "none", "bigrams": 0, "linear_terms": None,
+                     "linear_slots": None}
+# linear_terms: rows of the linear path (the vocabulary, then the word pairs the training split had);
+# linear_slots: its pair hash table's size (kerasrnn.linear.term_statistics decides both).
+DATA_MODEL_KEYS = ("vocab_size", "num_classes", "max_len", "linear_terms", "linear_slots")
 LINEAR_CHOICES = ("tfidf", "none")
 MODEL_ARGS = DATA_MODEL_KEYS + MODEL_KEYS
 

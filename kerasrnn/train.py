@@ -98,6 +98,7 @@ def train(config: dict) -> Path | None:
     model_config = {"vocab_size": data.tokenizer.vocab_size, "num_classes": len(data.labels),
                     "max_len": data.tokenizer.max_len,
                     "linear_terms": len(statistics["idf"]) if statistics else None,
+                    "linear_slots": statistics["slots"] if statistics else None,
                     **{k: config[k] for k in MODEL_KEYS}}
     trim = trim_for_backend(keras.backend.backend())
     strategy = distribute.strategy_for(config)

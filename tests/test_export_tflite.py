@@ -90,7 +90,7 @@ def test_hand_written_graphs_match_keras_with_the_linear_tfidf_path(bidirectiona
     assert stats["bigrams_kept"] == min(bigrams, 36) or not bigrams
     config = {"vocab_size": 40, "num_classes": 3, "max_len": 10, "embed_dim": 12, "units": 5, "num_layers": 1,
               "dropout": 0.0, "pooling": "max", "bidirectional": bidirectional, "linear": "tfidf",
-              "bigrams": bigrams, "linear_terms": len(stats["idf"])}
+              "bigrams": bigrams, "linear_terms": len(stats["idf"]), "linear_slots": stats["slots"]}
     _check_hand_written_graphs(config, rng, stats)
 
 
