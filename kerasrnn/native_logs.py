@@ -20,6 +20,10 @@ NATIVE_NOISE = "|".join([
     r"fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, output_inference_type: \w+",
     # tf.data under TensorFlow 2.21 logs this at ERROR level on every map; it is harmless.
     r"E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ node_def_util\.cc:\d+\] NodeDef mentions attribute use_unbounded_threadpool",
+    # TensorFlow's oneDNN on a CPU without AVX-512, at the first comparison op (the linear path's
+    # Equal): an E line that only says it uses Eigen's kernel instead
+    r"E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ util\.cc:\d+\] oneDNN supports DT_BOOL only on platforms with AVX-512\. "
+    r"Falling back to the default Eigen-based implementation if present\.",
 ])
 # The filter is a child process, not a thread: lines written just before a crash still come out.
 _FILTER = ("import re, sys\n"

@@ -42,10 +42,14 @@ def test_bench_runs_on_a_trained_run_with_the_default_dropout(tmp_path, tiny_run
     # the tiny run trains with the defaults' dropout, which the SavedModel cannot be traced with
     assert json.loads((tiny_run / "config.json").read_text())["dropout"] > 0
     out = tmp_path / "bench"
-    proc = run_cli(["tools/bench.py", "--run", str(tiny_run), "--quick", "--no-train", "--out", str(out)], timeout=900)
+    proc = run_cli(["tools/bench.py", "--run", str(tiny_run), "--quick", "--no-train", "--out", str(out),
+                    "--baseline-run", str(tiny_run)], timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    formats = {row["format"] for row in json.loads((out / "bench.json").read_text())["inference"]}
-    assert {"SavedModel", "TFLite dynamic", "TFLite int8"} <= formats
+    result = json.loads((out / "bench.json").read_text())
+    formats = {row["format"] for row in result["inference"]}
+    assert {"SavedModel", "TFLite dynamic", "TFLite int8", "baseline run ONNX", "baseline run TFLite"} <= formats
+    for fmt in ("ONNX", "TFLite"):  # the other run's files are timed in the same rounds and compared
+        assert result["ratios"][f"{fmt} batch 1: this run / baseline run"] > 0
 
 
 @pytest.mark.slow
@@ -79,6 +83,10 @@ def test_benchmark_accuracy_smoke(tmp_path, shared_datasets):
     assert sms["tfidf_linearsvc"]["accuracy_sd"] == 0.0
     table = (out / "accuracy.md").read_text()
     assert "| sms_spam | TF-IDF + LinearSVC |" in table and "| sms_spam | word average |" in table
+    # what the recurrence adds: the model's own linear path alone, and the RNN weight chosen per seed
+    for run in sms["runs"]:
+        assert 0 < run["paths"]["linear_path_accuracy"] <= 1 and run["paths"]["rnn_weight"] >= 0
+    assert "| sms_spam | " in table.split("What the recurrence adds")[1]
 
 
 def test_benchmarks_are_not_in_the_package_and_use_only_public_names():

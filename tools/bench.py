@@ -18,11 +18,15 @@ def main(argv=None) -> int:
     src.add_argument("--synthetic", metavar="V,L,E,H", help="untrained model of these sizes, e.g. 20000,200,64,64")
     p.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
     p.add_argument("--no-train", action="store_true", help="skip the training comparison")
+    p.add_argument("--baseline-run", metavar="DIR",
+                   help="another run (e.g. one trained with earlier defaults) whose ONNX and TFLite files are "
+                        "timed in the same rounds on the same texts; the ratios compare the two")
     p.add_argument("--out", default="bench", help="folder for bench.json, bench.md, bench.png")
     args = p.parse_args(argv)
     from benchmarks.inference import run_bench
 
-    run_bench(args.run, args.synthetic, args.quick, Path(args.out), train=not args.no_train)
+    run_bench(args.run, args.synthetic, args.quick, Path(args.out), train=not args.no_train,
+              baseline_run=args.baseline_run)
     print(f"wrote {args.out}/bench.json, bench.md, bench.png")
     return 0
 

@@ -88,11 +88,35 @@ def _export_all(model, config, tokenizer, labels, texts, folder: Path, log) -> d
     return files
 
 
+BASELINE = "baseline run"
+
+
+def _export_baseline(run: str, texts: list[str], folder: Path, files: dict, log) -> dict[str, np.ndarray]:
+    """The ONNX file and the float32 .tflite `tools/export.py` writes for another run (its default
+    graphs), added to `files`; returns the ids each reads (the same texts, its own tokenizer)."""
+    from kerasrnn.export.onnx_export import export_onnx
+    from kerasrnn.export.tflite import export_tflite
+    from kerasrnn.run import RunInfo
+
+    info = RunInfo.load(run)
+    model, config, tokenizer = info.load_model(), info.config, info.tokenizer
+    log(f"exporting the baseline run {info.path} (ONNX, TFLite) ...")
+    export_onnx(model, config, tokenizer, info.labels, folder / "model.onnx", "rnn", "bench")
+    export_tflite(model, config, tokenizer, info.labels, folder / "tflite", [], texts[:200], "bench")
+    files[f"{BASELINE} ONNX"] = folder / "model.onnx"
+    files[f"{BASELINE} TFLite"] = folder / "tflite" / "model.tflite"
+    ids = tokenizer.encode(texts[:512])
+    return {f"{BASELINE} ONNX": ids, f"{BASELINE} TFLite": ids}
+
+
 ROUNDS = 5  # the calls of every format are spread over rounds, formats interleaved, so that a slow
 # spell of a shared machine hits them all alike rather than whichever format ran through it
 
 
-def bench_inference(model, files: dict[str, Path], ids: np.ndarray, reps1: int, reps64: int, log) -> list[dict]:
+def bench_inference(model, files: dict[str, Path], ids: np.ndarray, reps1: int, reps64: int, log,
+                    own_ids: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """Latency of every file; `own_ids`: the ids a file reads instead of `ids` (another run's
+    tokenizer: the same texts, row for row)."""
     import tensorflow as tf
 
     from kerasrnn.fileio import path_size
@@ -106,20 +130,21 @@ def bench_inference(model, files: dict[str, Path], ids: np.ndarray, reps1: int, 
             calls[name] = lambda x: keras_fn(tf.constant(x)).numpy()  # noqa: E731
         else:
             calls[name] = open_model(path, threads=1).predict_ids
-        for row in ids[:50]:
+        for row in (own_ids or {}).get(name, ids)[:50]:
             calls[name](row[None])  # warm-up: first calls allocate, trace and fill caches
         rss[name] = round(_rss_mb() - before, 1)
     t1 = {name: [] for name in calls}
     t64 = {name: [] for name in calls}
     for r in range(ROUNDS):
         for name, call in calls.items():
+            rows = (own_ids or {}).get(name, ids)
             for k in range(r * reps1 // ROUNDS, (r + 1) * reps1 // ROUNDS):
-                x = ids[k % len(ids)][None]
+                x = rows[k % len(rows)][None]
                 start = time.perf_counter()
                 call(x)
                 t1[name].append(time.perf_counter() - start)
             for k in range(r * reps64 // ROUNDS, (r + 1) * reps64 // ROUNDS):
-                x = np.take(ids, np.arange(k * 64, k * 64 + 64) % len(ids), axis=0)
+                x = np.take(rows, np.arange(k * 64, k * 64 + 64) % len(rows), axis=0)
                 start = time.perf_counter()
                 call(x)
                 t64[name].append(time.perf_counter() - start)
@@ -183,7 +208,8 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, train: bool = True, log=print) -> dict:
+def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, train: bool = True, log=print,
+              baseline_run: str | None = None) -> dict:
     from kerasrnn import backends
 
     backends.use("tensorflow", "the inference benchmark")  # it exports, and exports run on TensorFlow
@@ -217,8 +243,13 @@ def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, tr
               "tflite_graph": choose_graph("auto", config["max_len"], ids[:200])}  # export's calibration texts
     with tempfile.TemporaryDirectory() as tmp:
         files = _export_all(model, config, tokenizer, labels, texts[:200], Path(tmp), log)
+        own_ids = {}
+        if baseline_run:  # another run's ONNX and TFLite files, timed in the same rounds on the same texts
+            own_ids = _export_baseline(baseline_run, texts, Path(tmp) / "baseline", files, log)
+            result["baseline_run"] = str(baseline_run)
         log("inference (one thread):")
-        result["inference"] = bench_inference(model, files, ids, 60 if quick else 1000, 3 if quick else 30, log)
+        result["inference"] = bench_inference(model, files, ids, 60 if quick else 1000, 3 if quick else 30, log,
+                                              own_ids)
     by = {r["format"]: r for r in result["inference"]}
     med = lambda name: by[name]["batch1"]["median_us"]  # noqa: E731
     result["ratios"] = {
@@ -227,6 +258,10 @@ def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, tr
         / by["ONNX tf2onnx Loop (stock)"]["batch64_samples_per_s"],
         "TFLite batch 1: unrolled / ours": med(TFLITE_ROWS["unroll"]) / med(TFLITE_ROWS[result["tflite_graph"]]),
     }
+    if baseline_run:
+        ours = {"ONNX": "ONNX native RNN (ours)", "TFLite": TFLITE_ROWS[result["tflite_graph"]]}
+        for fmt, name in ours.items():
+            result["ratios"][f"{fmt} batch 1: this run / {BASELINE}"] = med(name) / med(f"{BASELINE} {fmt}")
     if train:
         data = load_dataset(None)
         n = 600 if quick else len(data.texts)
