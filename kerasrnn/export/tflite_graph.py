@@ -219,86 +219,89 @@ def _bag_mean(g: GraphBuilder, table: np.ndarray, ids: int, valid: int, length: 
 
 
 def _linear_scores(g: GraphBuilder, w: dict, ids: int) -> int:
-    """[1, classes]: the linear TF-IDF path (kerasrnn.linear.TfidfLinear; the ONNX export writes the
-    same steps): bigram ids by the two-probe hash table, each term's count from an equality matrix,
-    sublinear TF-IDF weights, L2 norm, the weighted sum of kernel rows, + bias."""
+    """[1, classes]: the linear TF-IDF path (kerasrnn.linear.TfidfLinear) in few ops (each op costs
+    TFLite a fixed overhead at batch 1, which dominates these small tensors):
+
+    - word pairs: both probe slots at once ([2, pairs]: the pairs as (first, second) and as
+      (second, first)), each slot's keys compared, the matching slot's row taken by a max (a pair is
+      stored in one slot only: cuckoo hashing);
+    - each term's count c in its text: an equality matrix of the terms, summed, as int32; the
+      sublinear factors (1 + ln c) / c and (1 + ln c)^2 / c are looked up from tables of c, not
+      computed: idf_i f(c_i) is position i's weight, sum idf_i^2 g(c_i) the squared norm;
+    - scores = (sum of weight_i x kernel row) x rsqrt(max(norm^2, 1e-24)) + bias, the same as
+      Keras's weight / max(norm, 1e-12) up to float rounding."""
     from kerasrnn.linear import multipliers
 
     max_len, classes = g.tensors[ids].shape[1], w["kernel"].shape[1]
     terms, n = ids, max_len
-    binary = lambda op, a, b, out, *opts: g.op(op, [a, b], [out], *opts)  # noqa: E731
+    reshape = lambda x, shape, out: g.op(  # noqa: E731
+        Op.RESHAPE, [x, g.constant(g.tensors[out].name.decode() + "_shape", np.array(shape, np.int32))], [out],
+        Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=shape))
+    gather = lambda table, index, out: g.op(Op.GATHER, [table, index], [out], Opt.GatherOptions,  # noqa: E731
+                                            options(T.GatherOptionsT, axis=0))
+    mul = lambda a, b, out: g.op(Op.MUL, [a, b], [out], Opt.MulOptions, T.MulOptionsT())  # noqa: E731
+    concat = lambda parts, axis, out: g.op(Op.CONCATENATION, parts, [out], Opt.ConcatenationOptions,  # noqa: E731
+                                           options(T.ConcatenationOptionsT, axis=axis))
     if w["keys"] is not None:
         slots, pair = w["slots"], max_len - 1
-        first, second = g.tensor("pair_first", [1, pair], I32), g.tensor("pair_second", [1, pair], I32)
+        i = {name: g.tensor("pair_" + name, shape, dtype) for name, shape, dtype in (
+            ("first", [1, pair], I32), ("second", [1, pair], I32), ("a", [2, pair], I32), ("b", [2, pair], I32),
+            ("a_mod", [2, pair], I32), ("a_mul", [2, pair], I32), ("sum", [2, pair], I32), ("slot", [2, pair], I32),
+            ("key_first", [2, pair], I32), ("key_second", [2, pair], I32), ("eq_first", [2, pair], BOOL),
+            ("eq_second", [2, pair], BOOL), ("match", [2, pair], BOOL), ("row", [2, pair], I32),
+            ("candidate", [2, pair], I32), ("found", [1, pair], I32))}
         size = g.constant("pair_size", np.array([1, pair], np.int32))
-        g.op(Op.SLICE, [ids, g.constant("pair_begin_0", np.array([0, 0], np.int32)), size], [first],
-             Opt.SliceOptions, T.SliceOptionsT())
-        g.op(Op.SLICE, [ids, g.constant("pair_begin_1", np.array([0, 1], np.int32)), size], [second],
-             Opt.SliceOptions, T.SliceOptionsT())
-        keys_first = g.constant("bigram_keys_first", w["keys"][0])
-        keys_second = g.constant("bigram_keys_second", w["keys"][1])
-        rows, slots_c = g.constant("bigram_rows", w["rows"]), g.constant("bigram_slots", np.array(slots, np.int32))
-        zero = g.constant("bigram_zero", np.array(0, np.int32))
-        found = g.constant("bigram_none", np.zeros((1, pair), np.int32))
-        gather = options(T.GatherOptionsT, axis=0)
-        for k, (multiplier, (a, b)) in enumerate(zip(multipliers(slots), ((first, second), (second, first)))):
-            t = {name: g.tensor(f"probe{k}_{name}", [1, pair], dtype) for name, dtype in (
-                ("a", I32), ("am", I32), ("sum", I32), ("slot", I32), ("key_first", I32), ("key_second", I32),
-                ("eq_first", BOOL), ("eq_second", BOOL), ("match", BOOL), ("free", BOOL), ("take", BOOL),
-                ("row", I32), ("found", I32))}
-            g.op(Op.FLOOR_MOD, [a, slots_c], [t["a"]], Opt.FloorModOptions, T.FloorModOptionsT())
-            binary(Op.MUL, t["a"], g.constant(f"probe{k}_mult", np.array(multiplier, np.int32)), t["am"],
-                   Opt.MulOptions, T.MulOptionsT())
-            binary(Op.ADD, t["am"], b, t["sum"], Opt.AddOptions, T.AddOptionsT())
-            g.op(Op.FLOOR_MOD, [t["sum"], slots_c], [t["slot"]], Opt.FloorModOptions, T.FloorModOptionsT())
-            g.op(Op.GATHER, [keys_first, t["slot"]], [t["key_first"]], Opt.GatherOptions, gather)
-            g.op(Op.GATHER, [keys_second, t["slot"]], [t["key_second"]], Opt.GatherOptions, gather)
-            binary(Op.EQUAL, t["key_first"], first, t["eq_first"])
-            binary(Op.EQUAL, t["key_second"], second, t["eq_second"])
-            binary(Op.LOGICAL_AND, t["eq_first"], t["eq_second"], t["match"])
-            binary(Op.EQUAL, found, zero, t["free"])
-            binary(Op.LOGICAL_AND, t["match"], t["free"], t["take"])
-            g.op(Op.GATHER, [rows, t["slot"]], [t["row"]], Opt.GatherOptions, gather)
-            g.op(Op.SELECT_V2, [t["take"], t["row"], found], [t["found"]])
-            found = t["found"]
+        for name, begin in (("first", [0, 0]), ("second", [0, 1])):
+            g.op(Op.SLICE, [ids, g.constant(f"pair_begin_{name}", np.array(begin, np.int32)), size], [i[name]],
+                 Opt.SliceOptions, T.SliceOptionsT())
+        concat([i["first"], i["second"]], 0, i["a"])
+        concat([i["second"], i["first"]], 0, i["b"])
+        slots_c = g.constant("pair_slots", np.array(slots, np.int32))
+        g.op(Op.FLOOR_MOD, [i["a"], slots_c], [i["a_mod"]], Opt.FloorModOptions, T.FloorModOptionsT())
+        mul(i["a_mod"], g.constant("pair_multipliers", np.array(multipliers(slots), np.int32)[:, None]), i["a_mul"])
+        g.op(Op.ADD, [i["a_mul"], i["b"]], [i["sum"]], Opt.AddOptions, T.AddOptionsT())
+        g.op(Op.FLOOR_MOD, [i["sum"], slots_c], [i["slot"]], Opt.FloorModOptions, T.FloorModOptionsT())
+        gather(g.constant("bigram_keys_first", w["keys"][0]), i["slot"], i["key_first"])
+        gather(g.constant("bigram_keys_second", w["keys"][1]), i["slot"], i["key_second"])
+        g.op(Op.EQUAL, [i["key_first"], i["first"]], [i["eq_first"]])
+        g.op(Op.EQUAL, [i["key_second"], i["second"]], [i["eq_second"]])
+        g.op(Op.LOGICAL_AND, [i["eq_first"], i["eq_second"]], [i["match"]])
+        gather(g.constant("bigram_rows", w["rows"]), i["slot"], i["row"])
+        g.op(Op.SELECT_V2, [i["match"], i["row"], g.constant("pair_none", np.array(0, np.int32))], [i["candidate"]])
+        g.op(Op.REDUCE_MAX, [i["candidate"], g.constant("pair_axis", np.array([0], np.int32))], [i["found"]],
+             Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=True))
         n = 2 * max_len - 1
         terms = g.tensor("terms", [1, n], I32)
-        g.op(Op.CONCATENATION, [ids, found], [terms], Opt.ConcatenationOptions,
-             options(T.ConcatenationOptionsT, axis=1))
-    col, row = g.tensor("terms_col", [1, n, 1], I32), g.tensor("terms_row", [1, 1, n], I32)
-    for out, shape in ((col, [1, n, 1]), (row, [1, 1, n])):
-        g.op(Op.RESHAPE, [terms, g.constant(g.tensors[out].name.decode() + "_shape", np.array(shape, np.int32))], [out],
-             Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=shape))
-    f = {name: g.tensor("term_" + name, shape) for name, shape in (
-        ("same_f", [1, n, n]), ("count", [1, n]), ("log", [1, n]), ("tf", [1, n]), ("tfidf", [1, n]),
-        ("weight", [1, n]), ("weight_sq", [1, n]), ("sq", [1, n]), ("norm_sq", [1, 1]), ("norm", [1, 1]),
-        ("norm_safe", [1, 1]), ("share", [1, n]), ("share_3", [1, n, 1]), ("weighted", [1, n, classes]),
-        ("sum", [1, classes]), ("scores", [1, classes]))}
-    same = g.tensor("term_same", [1, n, n], BOOL)
-    binary(Op.EQUAL, col, row, same)
-    g.op(Op.CAST, [same], [f["same_f"]], Opt.CastOptions, options(T.CastOptionsT, inDataType=BOOL, outDataType=F32))
-    reduce = lambda x, axis, out, keep: g.op(  # noqa: E731
-        Op.SUM, [x, g.constant(g.tensors[out].name.decode() + "_axis", np.array([axis], np.int32))], [out],
-        Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=keep))
-    reduce(f["same_f"], 2, f["count"], False)
-    idf = g.lookup("term_idf", w["idf"][:, None], terms, [1, n, 1])
-    idf_2 = g.tensor("term_idf_2", [1, n])
-    g.op(Op.RESHAPE, [idf, g.constant("term_idf_2_shape", np.array([1, n], np.int32))], [idf_2],
-         Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[1, n]))
-    g.op(Op.LOG, [f["count"]], [f["log"]])
-    binary(Op.ADD, g.constant("term_one", np.array(1.0, np.float32)), f["log"], f["tf"], Opt.AddOptions, T.AddOptionsT())
-    binary(Op.MUL, idf_2, f["tf"], f["tfidf"], Opt.MulOptions, T.MulOptionsT())
-    binary(Op.DIV, f["tfidf"], f["count"], f["weight"], Opt.DivOptions, T.DivOptionsT())
-    binary(Op.MUL, f["weight"], f["weight"], f["weight_sq"], Opt.MulOptions, T.MulOptionsT())
-    binary(Op.MUL, f["weight_sq"], f["count"], f["sq"], Opt.MulOptions, T.MulOptionsT())
-    reduce(f["sq"], 1, f["norm_sq"], True)
-    g.op(Op.SQRT, [f["norm_sq"]], [f["norm"]])
-    binary(Op.MAXIMUM, f["norm"], g.constant("term_tiny", np.array(1e-12, np.float32)), f["norm_safe"])
-    binary(Op.DIV, f["weight"], f["norm_safe"], f["share"], Opt.DivOptions, T.DivOptionsT())
-    g.op(Op.RESHAPE, [f["share"], g.constant("term_share_shape", np.array([1, n, 1], np.int32))], [f["share_3"]],
-         Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[1, n, 1]))
-    rows_f = g.lookup("term_rows", w["kernel"], terms, [1, n, classes])
-    binary(Op.MUL, rows_f, f["share_3"], f["weighted"], Opt.MulOptions, T.MulOptionsT())
-    reduce(f["weighted"], 1, f["sum"], False)
-    binary(Op.ADD, f["sum"], g.weight("linear/bias", w["bias"]), f["scores"], Opt.AddOptions, T.AddOptionsT())
+        concat([ids, i["found"]], 1, terms)
+    f = {name: g.tensor("term_" + name, shape, dtype) for name, shape, dtype in (
+        ("col", [1, n, 1], I32), ("row", [1, 1, n], I32), ("same", [1, n, n], BOOL), ("same_i", [1, n, n], I32),
+        ("count", [1, n], I32), ("tf", [1, n], F32), ("tf_sq", [1, n], F32), ("idf", [1, n], F32),
+        ("weight", [1, n], F32), ("idf_sq", [1, n], F32), ("sq", [1, n], F32), ("norm_sq", [1, 1], F32),
+        ("norm_sq_safe", [1, 1], F32), ("rnorm", [1, 1], F32), ("weight_3", [1, n, 1], F32),
+        ("weighted", [1, n, classes], F32), ("sum", [1, classes], F32), ("scaled", [1, classes], F32),
+        ("scores", [1, classes], F32))}
+    reshape(terms, [1, n, 1], f["col"])
+    reshape(terms, [1, 1, n], f["row"])
+    g.op(Op.EQUAL, [f["col"], f["row"]], [f["same"]])
+    g.op(Op.CAST, [f["same"]], [f["same_i"]], Opt.CastOptions, options(T.CastOptionsT, inDataType=BOOL, outDataType=I32))
+    g.op(Op.SUM, [f["same_i"], g.constant("term_count_axis", np.array([2], np.int32))], [f["count"]],
+         Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=False))
+    c = np.arange(n + 1, dtype=np.float64)
+    c[0] = 1.0  # a count is at least 1; row 0 is never read
+    gather(g.constant("term_tf_table", ((1.0 + np.log(c)) / c).astype(np.float32)), f["count"], f["tf"])
+    gather(g.constant("term_tf_sq_table", ((1.0 + np.log(c)) ** 2 / c).astype(np.float32)), f["count"], f["tf_sq"])
+    gather(g.weight("linear/idf", w["idf"]), terms, f["idf"])
+    mul(f["idf"], f["tf"], f["weight"])
+    mul(f["idf"], f["idf"], f["idf_sq"])
+    mul(f["idf_sq"], f["tf_sq"], f["sq"])
+    g.op(Op.SUM, [f["sq"], g.constant("term_norm_axis", np.array([1], np.int32))], [f["norm_sq"]],
+         Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=True))
+    g.op(Op.MAXIMUM, [f["norm_sq"], g.constant("term_tiny", np.array(1e-24, np.float32))], [f["norm_sq_safe"]])
+    g.op(Op.RSQRT, [f["norm_sq_safe"]], [f["rnorm"]])
+    reshape(f["weight"], [1, n, 1], f["weight_3"])
+    mul(g.lookup("term_rows", w["kernel"], terms, [1, n, classes]), f["weight_3"], f["weighted"])
+    g.op(Op.SUM, [f["weighted"], g.constant("term_sum_axis", np.array([1], np.int32))], [f["sum"]],
+         Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=False))
+    mul(f["sum"], f["rnorm"], f["scaled"])
+    g.op(Op.ADD, [f["scaled"], g.weight("linear/bias", w["bias"])], [f["scores"]], Opt.AddOptions, T.AddOptionsT())
     return f["scores"]
