@@ -48,6 +48,8 @@ def test_same_seed_gives_identical_metrics_and_weights(tmp_path, tiny_csv, tiny_
     assert (out / "metrics.json").read_bytes() == (tiny_run / "metrics.json").read_bytes()
     import keras
 
+    import kerasrnn.linear  # noqa: F401  what a user's own code imports to load model.keras (README)
+
     a = keras.saving.load_model(tiny_run / "model.keras").get_weights()
     b = keras.saving.load_model(out / "model.keras").get_weights()
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
