@@ -70,22 +70,12 @@ def term_statistics(id_chunks, vocab_size: int, bigrams: int) -> dict:
             keep = (a >= FIRST_WORD_ID) & (b >= FIRST_WORD_ID)
             pair_freq.update(set(zip(a[keep].tolist(), b[keep].tolist())))
     chosen = [(pair, df) for pair, df in pair_freq.most_common(bigrams) if df >= 2] if bigrams else []
-    slots = table_slots(len(chosen))  # sized for the pairs there are, not the cap asked for
     first, second = (np.array([pair[k] for pair, _ in chosen], np.int64) for k in (0, 1))
-    probes = np.stack(probe_slots(first, second, slots), axis=1) if chosen else np.zeros((0, 2), np.int64)
-    # Cuckoo insertion: a pair whose first slot is taken evicts the occupant, which moves to its
-    # other slot, and so on; at most half full, nearly every pair finds a place.
-    table = np.full(slots, -1, np.int64)  # slot -> index into chosen
-    dropped = 0
-    for item in range(len(chosen)):
-        slot = probes[item, 0]
-        for _ in range(MAX_EVICTIONS):
-            table[slot], item = item, table[slot]
-            if item < 0:
-                break
-            slot = probes[item, 1] if probes[item, 0] == slot else probes[item, 0]
-        else:
-            dropped += 1  # the pair left holding no slot after that many moves
+    slots = table_slots(len(chosen))  # sized for the pairs there are, not the cap asked for
+    table, dropped = _cuckoo(first, second, slots)
+    while dropped and slots < 1 << 26:  # rare below half full, but possible: a table twice the size
+        slots *= 2
+        table, dropped = _cuckoo(first, second, slots)
     placed = np.sort(table[table >= 0])  # rows in frequency order, after the vocabulary
     row_of = {int(i): vocab_size + r for r, i in enumerate(placed)}
     keys = np.full((2, slots), EMPTY_KEY, np.int32)
@@ -100,6 +90,26 @@ def term_statistics(id_chunks, vocab_size: int, bigrams: int) -> dict:
     idf[:FIRST_WORD_ID - 1] = 0.0  # <PAD>, <START>
     return {"idf": idf, "bigram_keys": keys, "bigram_rows": rows, "slots": slots, "bigrams_kept": len(pair_df),
             "bigrams_dropped": dropped}
+
+
+def _cuckoo(first: np.ndarray, second: np.ndarray, slots: int) -> tuple[np.ndarray, int]:
+    """slot -> index of the pair placed there (-1: empty), and how many pairs found no place.
+
+    Cuckoo insertion: a pair whose first slot is taken evicts the occupant, which moves to its other
+    slot, and so on; at most half full, nearly every pair finds a place."""
+    probes = np.stack(probe_slots(first, second, slots), axis=1) if len(first) else np.zeros((0, 2), np.int64)
+    table = np.full(slots, -1, np.int64)
+    dropped = 0
+    for item in range(len(first)):
+        slot = probes[item, 0]
+        for _ in range(MAX_EVICTIONS):
+            table[slot], item = item, table[slot]
+            if item < 0:
+                break
+            slot = probes[item, 1] if probes[item, 0] == slot else probes[item, 0]
+        else:
+            dropped += 1  # the pair left holding no slot after that many moves
+    return table, dropped
 
 
 @keras.saving.register_keras_serializable(package="kerasrnn")

@@ -196,3 +196,20 @@ def test_patience_zero_stops_on_the_first_epoch_that_does_not_improve():
     assert not fit_model.stop_training  # both improved (NaN is beaten by any value)
     stopping.on_epoch_end(2, {"val_linear_hinge": 0.95, "val_rnn_crossentropy": 0.45})
     assert fit_model.stop_training
+
+
+def test_a_table_filled_to_half_keeps_every_pair():
+    """At half load two-probe cuckoo insertion can fail for a few pairs; the table then doubles."""
+    from kerasrnn.linear import table_slots, term_statistics
+
+    rng = np.random.default_rng(3)
+    pairs = {(int(a), int(b)) for a, b in rng.integers(3, 4000, (9000, 2))}
+    pairs = sorted(pairs)[:8191]  # table_slots(8191) = 16384: just under half full
+    ids = np.zeros((2 * len(pairs), 4), np.int32)
+    for i, (a, b) in enumerate(pairs):
+        ids[2 * i] = ids[2 * i + 1] = (1, a, b, 0)  # each pair in two texts
+    stats = term_statistics([ids], 4000, 10_000)
+    assert table_slots(len(pairs)) == 16384 and stats["slots"] >= 16384
+    assert stats["bigrams_kept"] == len(pairs) and stats["bigrams_dropped"] == 0
+    stored = {(int(a), int(b)) for a, b in zip(*stats["bigram_keys"]) if a >= 0}
+    assert stored == set(pairs)
