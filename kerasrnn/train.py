@@ -109,16 +109,13 @@ def train(config: dict) -> Path | None:
         # the saved model has the fixed [batch, max_len] input every export needs, same weights.
         model = build_model(**{**model_config, "max_len": None if trim else model_config["max_len"]},
                             linear_l2=paths.svm_l2(data.summary["train"]))
-        fit_model = model
+        fit_model, loss, metrics = model, "sparse_categorical_crossentropy", ["accuracy"]
         if statistics:
             model.get_layer(LINEAR).set_statistics(statistics)
             # Each path its own loss (kerasrnn.paths): fit the two paths' scores side by side.
             fit_model = path_outputs(model)
             loss, metrics = paths.losses_and_metrics(len(data.labels))
-            fit_model.compile(optimizer=make_optimizer(config, data.summary["train"]), loss=loss, metrics=metrics)
-        else:
-            model.compile(optimizer=make_optimizer(config, data.summary["train"]),
-                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        fit_model.compile(optimizer=make_optimizer(config, data.summary["train"]), loss=loss, metrics=metrics)
 
     if chief:
         partial.mkdir(parents=True, exist_ok=True)
