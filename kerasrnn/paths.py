@@ -120,17 +120,22 @@ def path_stopping(model, linear: bool, has_val: bool, patience: int):
                 self.model.stop_training = True
 
         def on_train_end(self, logs=None):
-            for weights in self.best.values():
-                for name, values in weights.items():
-                    self.model.get_layer(name).set_weights(values)
+            if self.best:
+                self.model.set_weights(self.best_weights)
+
+        def _positions(self, name: str) -> list[int]:
+            """Where a layer's weights sit in the model's get_weights() list."""
+            index = {id(v): i for i, v in enumerate(self.model.weights)}
+            return [index[id(v)] for v in self.model.get_layer(name).weights]
 
         @property
         def best_weights(self):
-            current = {layer.name: layer.get_weights() for layer in self.model.layers}
-            self.on_train_end()
+            """The model's get_weights() with each path's layers at that path's best epoch."""
             out = self.model.get_weights()
-            for name, values in current.items():
-                self.model.get_layer(name).set_weights(values)
+            for weights in self.best.values():
+                for name, values in weights.items():
+                    for position, value in zip(self._positions(name), values, strict=True):
+                        out[position] = value
             return out
 
         def state(self) -> dict:
@@ -144,11 +149,8 @@ def path_stopping(model, linear: bool, has_val: bool, patience: int):
             self.paths = {p: dict(r) for p, r in state["paths"].items()}
             if best_model_weights is None:
                 return
-            current = self.model.get_weights()
-            self.model.set_weights(best_model_weights)
-            self.best = {p: {n: self.model.get_layer(n).get_weights() for n in self.layers[p]}
+            self.best = {p: {n: [best_model_weights[i] for i in self._positions(n)] for n in self.layers[p]}
                          for p, r in self.paths.items() if r["best_epoch"] >= 0}
-            self.model.set_weights(current)
 
     return PathStopping()
 
