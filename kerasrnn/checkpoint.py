@@ -24,17 +24,18 @@ BEST_WEIGHTS = "best.weights.h5"
 # The model's are options.MODEL_KEYS. A key added later needs its "off" value in ADDED_LATER, so that
 # a run interrupted before it existed still resumes.
 RESUME_KEYS = ("data", "text_column", "label_column", "test_data", "val_split", "test_split", "vocab_size",
-               "min_count", "max_len", *MODEL_KEYS, "batch_size", "learning_rate", "lr_schedule", "clipnorm", "class_weight",
+               "min_count", "max_len", *MODEL_KEYS, "linear_solver", "batch_size", "learning_rate", "lr_schedule", "clipnorm", "class_weight",
                "seed", "split_seed", "epochs", "patience", "backend", "stream")
 
 ADDED_LATER = {"bidirectional": False, "lr_schedule": "constant", "clipnorm": 0.0, "bag_dim": 0, "min_count": 1,
-               "linear": "none", "bigrams": 0}
+               "linear": "none", "bigrams": 0, "linear_solver": "fit"}
 
 
 def _resume_value(config: dict, key: str, missing=None):
-    """An option's value as far as resuming goes: --bigrams means nothing without the linear path."""
-    if key == "bigrams" and config.get("linear", ADDED_LATER["linear"]) == "none":
-        return 0
+    """An option's value as far as resuming goes: --bigrams and --linear-solver mean nothing without
+    the linear path."""
+    if key in ("bigrams", "linear_solver") and config.get("linear", ADDED_LATER["linear"]) == "none":
+        return {"bigrams": 0, "linear_solver": None}[key]
     return config.get(key, missing)
 
 
@@ -57,6 +58,8 @@ def load_state(partial: Path, config: dict) -> dict | None:
     saved = state.get("config", {})
     # A run interrupted before an option existed ran with what is now its default.
     differ = [k for k in RESUME_KEYS if _resume_value(saved, k, ADDED_LATER.get(k)) != _resume_value(config, k)]
+    if "linear" in differ:  # the options of the linear path go with it
+        differ = [k for k in differ if k not in ("bigrams", "linear_solver")]
     if differ:
         was = " ".join(f"--{k.replace('_', '-')} {_resume_value(saved, k, ADDED_LATER.get(k))}" for k in differ)
         raise UserError(f"{partial}: the interrupted run used other options ({', '.join(differ)}); "

@@ -31,6 +31,7 @@ DEFAULTS = {
     "bag_dim": 0,               # a mean-of-embeddings path of this width inside the RNN's features; 0: none
     "linear": "tfidf",          # a linear TF-IDF path beside the RNN, scores added before the softmax (#15)
     "bigrams": 20000,           # word pairs the linear path knows (most frequent in training); 0: words only
+    "linear_solver": "auto",    # auto: LinearSVC before model.fit when the texts are in memory, else in the fit
     "pooling": pooling.DEFAULT,  # max over the RNN outputs: far better than the last state on long texts
     "epochs": 10,
     "batch_size": 32,
@@ -65,6 +66,7 @@ MODEL_ADDED_LATER = {"bidirectional": False, "bag_dim": 0, "linear": "none", "bi
 # linear_slots: its pair hash table's size (kerasrnn.linear.term_statistics decides both).
 DATA_MODEL_KEYS = ("vocab_size", "num_classes", "max_len", "linear_terms", "linear_slots")
 LINEAR_CHOICES = ("tfidf", "none")
+LINEAR_SOLVERS = ("auto", "liblinear", "fit")
 MODEL_ARGS = DATA_MODEL_KEYS + MODEL_KEYS
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -100,6 +102,10 @@ def parse_args(argv=None) -> dict:
                         "beside the RNN, trained with a hinge loss, its scores added to the RNN's; none: RNN only")
     p.add_argument("--bigrams", type=int, help="word pairs in the linear path's vocabulary (the most frequent "
                                                "seen in 2+ training texts); 0: single words only")
+    p.add_argument("--linear-solver", choices=LINEAR_SOLVERS,
+                   help="how the linear path is trained: liblinear (scikit-learn's LinearSVC, exact, before "
+                        "model.fit; needs the texts in memory), fit (hinge loss inside model.fit, as a streamed "
+                        "corpus needs), auto (default): liblinear unless the data is streamed")
     p.add_argument("--bidirectional", action=argparse.BooleanOptionalAction,
                    help="a second SimpleRNN reads each text backwards; outputs are concatenated (2x the cost)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
@@ -169,6 +175,7 @@ def check(config: dict) -> None:
         (isinstance(config["min_count"], int) and config["min_count"] >= 1, "--min-count must be at least 1"),
         (isinstance(config["bag_dim"], int) and config["bag_dim"] >= 0, "--bag-dim must be 0 (none) or positive"),
         (config["linear"] in LINEAR_CHOICES, f"--linear must be one of {', '.join(LINEAR_CHOICES)}"),
+        (config["linear_solver"] in LINEAR_SOLVERS, f"--linear-solver must be one of {', '.join(LINEAR_SOLVERS)}"),
         (isinstance(config["bigrams"], int) and 0 <= config["bigrams"] <= 1 << 24,
          "--bigrams must be between 0 (none) and 16777216"),
         (config["max_len"] is None or config["max_len"] >= 2, "--max-len must be at least 2"),

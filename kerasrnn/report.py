@@ -25,7 +25,7 @@ Recurrent text classifier trained with kerasrnn (Keras {v['keras']}, backend {v[
 Embedding({config['vocab_size']}, {config['embed_dim']}, mask_zero) -> {config['num_layers']} x {'bidirectional ' if config.get('bidirectional') else ''}SimpleRNN({config['units']}) -> {config['pooling']}{f" + bag of words (Embedding {config['bag_dim']}, mean)" if config.get('bag_dim') else ''} -> Dense({config['num_classes']}){_linear_line(config, report.get('paths'))} -> softmax.
 Tokenizer: regex split, vocabulary of {config['vocab_size']} ids (lower, Capitalised and UPPER spellings share an id),
 <START> prepended, max_len {config['max_len']}, post-padded with <PAD>=0.
-Trained {config['training']['epochs_run']} epochs (early stopping on validation loss, {'each path its own best epoch' if report.get('paths') else 'best weights kept'}), batch {config['batch_size']}, Adam lr {config['learning_rate']} ({config.get('lr_schedule', 'constant')}{f", clipnorm {config['clipnorm']}" if config.get('clipnorm') else ''}).
+Trained {config['training']['epochs_run']} epochs (early stopping on validation loss, {'each path its own best epoch' if report.get('paths', {}).get('linear_solver') == 'fit' else 'best weights kept'}), batch {config['batch_size']}, Adam lr {config['learning_rate']} ({config.get('lr_schedule', 'constant')}{f", clipnorm {config['clipnorm']}" if config.get('clipnorm') else ''}).
 
 ## Test metrics
 - accuracy: **{report['accuracy']:.4f}**
@@ -62,8 +62,11 @@ def _linear_line(config: dict, paths: dict | None) -> str:
     if config.get("linear", "none") == "none":
         return ""
     terms = config.get("linear_terms") or config["vocab_size"]
+    svm = (paths or {}).get("linear_svm")
+    how = (f"a LinearSVC solved before model.fit, C={svm['C']:g} chosen on the validation split" if svm and svm["C"]
+           else "a LinearSVC solved before model.fit" if svm else "hinge loss and L2 in model.fit")
     line = (f", plus a linear TF-IDF path over {config['vocab_size']} words and {terms - config['vocab_size']} "
-            "word pairs (hinge loss, L2; its scores added to the Dense layer's)")
+            f"word pairs ({how}; its scores added to the Dense layer's)")
     if paths:
         line += (f"; the RNN's logits weighted {paths['rnn_weight']:g} and a temperature of "
                  f"{paths['temperature']:.3g}, chosen on the {paths['chosen_on']} split ({paths['texts']} texts: "

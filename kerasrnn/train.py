@@ -86,7 +86,7 @@ def train(config: dict) -> Path | None:
 
     from kerasrnn import paths
     from kerasrnn.batching import trim_for_backend
-    from kerasrnn.model import LINEAR, build_model, path_outputs
+    from kerasrnn.model import LINEAR, RNN_LOGITS, build_model, path_outputs
 
     keras.utils.set_random_seed(config["seed"])
     if keras.backend.backend() == "tensorflow":
@@ -112,9 +112,17 @@ def train(config: dict) -> Path | None:
         fit_model, loss, metrics = model, "sparse_categorical_crossentropy", ["accuracy"]
         if statistics:
             model.get_layer(LINEAR).set_statistics(statistics)
-            # Each path its own loss (kerasrnn.paths): fit the two paths' scores side by side.
-            fit_model = path_outputs(model)
-            loss, metrics = paths.losses_and_metrics(len(data.labels))
+            if statistics["solver"] == "liblinear":
+                # The linear path is solved already: model.fit trains the RNN's logits alone.
+                linear = model.get_layer(LINEAR)
+                linear.kernel.assign(statistics["svm"]["kernel"])
+                linear.bias.assign(statistics["svm"]["bias"])
+                fit_model = keras.Model(model.inputs, model.get_layer(RNN_LOGITS).output, name="kerasrnn_rnn")
+                loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            else:
+                # Each path its own loss (kerasrnn.paths): fit the two paths' scores side by side.
+                fit_model = path_outputs(model)
+                loss, metrics = paths.losses_and_metrics(len(data.labels))
         fit_model.compile(optimizer=make_optimizer(config, data.summary["train"]), loss=loss, metrics=metrics)
 
     if chief:
@@ -130,7 +138,8 @@ def train(config: dict) -> Path | None:
         fit_model.load_weights(partial / checkpoint.BEST_WEIGHTS)  # as the early stop would have restored
         state_after = state
     else:
-        state_after = fit(fit_model, config, data, partial, state, trim, chief)
+        state_after = fit(fit_model, config, data, partial, state, trim, chief,
+                          two_paths=bool(statistics) and statistics["solver"] == "fit")
     train_seconds = time.perf_counter() - started  # this invocation's training (a resumed run: since resuming)
     if not chief:
         print(f"worker {tf_config['task']['index']}: training done; the chief writes {out_dir}")
@@ -143,7 +152,11 @@ def train(config: dict) -> Path | None:
         from kerasrnn.model import rebuild
 
         model = rebuild(model, model_config)
-    combination = combine_paths(model, data) if statistics else None
+    combination = None
+    if statistics:
+        combination = {**combine_paths(model, data), "linear_solver": statistics["solver"]}
+        if statistics["solver"] == "liblinear":
+            combination["linear_svm"] = {k: statistics["svm"][k] for k in ("C", "validation_accuracy")}
     y_true, y_pred = predict_test(model, data, partial)
     report = classification_report(y_true, y_pred, data.labels)
     if combination:
@@ -173,10 +186,32 @@ def linear_statistics(data: Prepared, config: dict) -> dict | None:
     else:
         rows = [data.arrays.x_train]
     stats = term_statistics(rows, data.tokenizer.vocab_size, config["bigrams"])
-    if config["bigrams"]:
-        print(f"linear path: {data.tokenizer.vocab_size} words, {stats['bigrams_kept']} word pairs"
-              + (f" ({stats['bigrams_dropped']} left out: hash table full)" if stats["bigrams_dropped"] else ""))
+    stats["solver"] = linear_solver(data, config)
+    if stats["solver"] == "liblinear":
+        from kerasrnn.linear import fit_linear_svm
+
+        a = data.arrays
+        stats["svm"] = fit_linear_svm(a.x_train, a.y_train, stats, len(data.labels),
+                                      "balanced" if config["class_weight"] == "balanced" else None,
+                                      (a.x_val, a.y_val))
+    print(f"linear path: {data.tokenizer.vocab_size} words, {stats['bigrams_kept']} word pairs"
+          + (f" ({stats['bigrams_dropped']} left out: hash table full)" if stats["bigrams_dropped"] else "")
+          + (f"; LinearSVC solved it (C={stats['svm']['C']:g})" if stats["solver"] == "liblinear" and stats["svm"]["C"]
+             else "; trained in model.fit (hinge loss)" if stats["solver"] == "fit" else ""))
     return stats
+
+
+def linear_solver(data: Prepared, config: dict) -> str:
+    """How the linear path is trained (--linear-solver): liblinear needs the texts in memory."""
+    from kerasrnn.errors import UserError
+
+    solver = config["linear_solver"]
+    if solver == "auto":
+        return "fit" if data.streamed else "liblinear"
+    if solver == "liblinear" and data.streamed:
+        raise UserError("--linear-solver liblinear needs the texts in memory, and this corpus is streamed: "
+                        "use --linear-solver fit (or auto)")
+    return solver
 
 
 def combine_paths(model, data: Prepared) -> dict:
@@ -234,8 +269,9 @@ def balanced_class_weights(train_counts: np.ndarray) -> np.ndarray:
 
 
 def fit(model, config: dict, data: Prepared, partial: Path, state: dict | None, trim: str | None,
-        chief: bool = True) -> dict:
-    """model.fit from the checkpointed epoch on, with early stopping; the checkpoint state after it."""
+        chief: bool = True, two_paths: bool = False) -> dict:
+    """model.fit from the checkpointed epoch on, with early stopping (`two_paths`: each path's own,
+    kerasrnn.paths); the checkpoint state after it."""
     import keras
 
     from kerasrnn.batching import fit_inputs
@@ -255,7 +291,7 @@ def fit(model, config: dict, data: Prepared, partial: Path, state: dict | None, 
         if inputs.get("validation_data") is not None:
             inputs["validation_data"] = shard_by_data(inputs["validation_data"])
     has_val = data.summary["validation"] > 0
-    early = path_stopping(model, config["linear"] != "none", has_val, config["patience"])
+    early = path_stopping(model, two_paths, has_val, config["patience"])
     saver = epoch_checkpoint(partial, config, early, state, write=chief)
     verbose = config["verbose"] if config["verbose"] is not None else (1 if sys.stdout.isatty() else 2)
     with warnings.catch_warnings():

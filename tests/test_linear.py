@@ -57,7 +57,7 @@ def test_scores_are_scikit_learns_sublinear_tfidf_times_the_kernel(sms_rows, big
     from scipy.sparse import csr_matrix
     from sklearn.feature_extraction.text import TfidfTransformer
 
-    from kerasrnn.linear import TfidfLinear, term_statistics
+    from kerasrnn.linear import TfidfLinear, term_statistics, tfidf_matrix
 
     ids, vocab = _encoded(sms_rows)
     train, test = ids[:300], ids[300:]
@@ -86,6 +86,8 @@ def test_scores_are_scikit_learns_sublinear_tfidf_times_the_kernel(sms_rows, big
     got = keras.ops.convert_to_numpy(layer(keras.ops.convert_to_tensor(test)))
     expected = tfidf.transform(counts(test)) @ kernel + bias
     assert np.abs(got - expected).max() <= 1e-5
+    # The sparse features the linear SVM is solved on: the same numbers (up to the float32 idf).
+    assert np.abs((tfidf_matrix(test, stats) - tfidf.transform(counts(test))).toarray()).max() <= 1e-6
     empty = np.zeros((1, ids.shape[1]), np.int32)
     empty[0, 0] = 1  # <START> alone: no word, the bias alone
     assert np.abs(keras.ops.convert_to_numpy(layer(keras.ops.convert_to_tensor(empty)))[0] - bias).max() <= 1e-6
@@ -127,9 +129,29 @@ def test_combine_folds_the_rnn_weight_and_temperature_into_the_weights():
     expected = np.exp(z - z.max(1, keepdims=True))
     expected /= expected.sum(1, keepdims=True)
     assert np.abs(model.predict(ids, verbose=0) - expected).max() <= 1e-5
-    # the chosen weight has the lowest validation log-loss of the grid, each at its best temperature
-    others = [paths.fit_temperature(before[:, :3] + w * before[:, 3:], y)[1] for w in paths.RNN_WEIGHTS]
-    assert chosen["log_loss"] <= min(others) + 1e-9 and chosen["log_loss"] < max(others)
+    # the smallest weight whose validation log-loss (each weight at its best temperature) is within
+    # one standard error of the best weight's, per-text differences
+    per_text = {}
+    for w in paths.RNN_WEIGHTS:
+        logits = before[:, :3] + w * before[:, 3:]
+        per_text[w] = paths.text_log_loss(logits * paths.fit_temperature(logits, y)[0], y)
+    best = min(per_text, key=lambda w: per_text[w].mean())
+    assert chosen["best_log_loss_weight"] == best
+    within = [w for w in paths.RNN_WEIGHTS if (per_text[w] - per_text[best]).mean()
+              <= (per_text[w] - per_text[best]).std(ddof=1) / np.sqrt(len(y))]
+    assert a == min(within) and chosen["log_loss"] == pytest.approx(per_text[a].mean())
+
+
+def test_combine_leaves_the_rnn_out_when_it_explains_nothing_the_linear_path_does_not():
+    from kerasrnn import paths
+    from kerasrnn.model import path_outputs
+
+    model, config, ids = _two_path_model(seed=2)
+    rng = np.random.default_rng(2)
+    model.set_weights([w + rng.normal(0, 0.5, w.shape).astype(w.dtype) if w.dtype.kind == "f" else w
+                       for w in model.get_weights()])
+    before = path_outputs(model).predict(ids, verbose=0)
+    assert paths.combine(model, ids, before[:, :3].argmax(1), 3)["rnn_weight"] == 0.0
 
 
 def _stopping_pair(patience: int, model=None):
@@ -213,3 +235,53 @@ def test_a_table_filled_to_half_keeps_every_pair():
     assert stats["bigrams_kept"] == len(pairs) and stats["bigrams_dropped"] == 0
     stored = {(int(a), int(b)) for a, b in zip(*stats["bigram_keys"]) if a >= 0}
     assert stored == set(pairs)
+
+
+@pytest.mark.parametrize("labels", [(0, 1), (0, 1, 2), (0, 2)])
+def test_the_solved_linear_path_scores_as_linearsvc_on_its_features(sms_rows, labels):
+    """--linear-solver liblinear: the layer with fit_linear_svm's weights gives LinearSVC's decision
+    values (two labels: their difference; a label training lacks: zero weights)."""
+    import keras
+    from sklearn.svm import LinearSVC
+
+    from kerasrnn.linear import TfidfLinear, fit_linear_svm, term_statistics, tfidf_matrix
+
+    ids, vocab = _encoded(sms_rows)
+    train, test = ids[:300], ids[300:]
+    y = np.array([labels[i % len(labels)] if t.sum() % 3 else labels[0] for i, t in enumerate(train)])
+    stats = term_statistics([train], vocab, 300)
+    solved = fit_linear_svm(train, y, stats, 3)
+    kernel, bias = solved["kernel"], solved["bias"]
+    assert solved["C"] == 1.0  # no validation split: scikit-learn's default
+    layer = TfidfLinear(vocab, 3, len(stats["idf"]), stats["bigram_keys"].shape[1])
+    layer.build((None, ids.shape[1]))
+    layer.set_statistics(stats)
+    layer.kernel.assign(kernel)
+    layer.bias.assign(bias)
+    got = keras.ops.convert_to_numpy(layer(keras.ops.convert_to_tensor(test)))
+    expected = LinearSVC(C=1.0, random_state=0).fit(tfidf_matrix(train, stats), y).decision_function(
+        tfidf_matrix(test, stats))
+    present = sorted(set(labels))
+    if len(present) == 2:
+        assert np.abs((got[:, present[1]] - got[:, present[0]]) - expected).max() <= 1e-5
+    else:
+        assert np.abs(got[:, present] - expected).max() <= 1e-5
+    missing = [c for c in range(3) if c not in present]
+    assert not np.any(kernel[:, missing]) and not np.any(bias[missing])
+
+
+def test_the_linear_svms_c_is_the_one_with_the_best_validation_accuracy(sms_rows):
+    from sklearn.svm import LinearSVC
+
+    from kerasrnn.linear import C_GRID, fit_linear_svm, term_statistics, tfidf_matrix
+
+    ids, vocab = _encoded(sms_rows)
+    y = np.array([1 if label == "spam" else 0 for _, label in sms_rows[:len(ids)]])
+    stats = term_statistics([ids[:250]], vocab, 300)
+    solved = fit_linear_svm(ids[:250], y[:250], stats, 2, validation=(ids[250:], y[250:]))
+    val = tfidf_matrix(ids[250:], stats)
+    accuracy = {c: (LinearSVC(C=c, random_state=0).fit(tfidf_matrix(ids[:250], stats), y[:250]).predict(val)
+                    == y[250:]).mean() for c in C_GRID}
+    best = max(accuracy.values())
+    assert solved["C"] == min(c for c in C_GRID if accuracy[c] == best)
+    assert solved["validation_accuracy"] == {f"{c:g}": pytest.approx(a) for c, a in accuracy.items()}

@@ -97,6 +97,13 @@ def test_a_checkpoint_from_before_an_option_existed_resumes_with_its_default(tmp
         load_state(tmp_path, {**config, "linear": DEFAULTS["linear"]})
     # --bigrams means nothing without the linear path: any value resumes a run that had none.
     assert load_state(tmp_path, {**config, "bigrams": DEFAULTS["bigrams"]})["epochs_done"] == 2
+    # A linear path trained inside model.fit, from before --linear-solver: resumed only that way.
+    with_linear = {**old, "linear": "tfidf", "bigrams": DEFAULTS["bigrams"]}
+    (tmp_path / STATE).write_text(json.dumps({"epochs_done": 2, "config": with_linear}))
+    now = {**config, "linear": "tfidf", "bigrams": DEFAULTS["bigrams"]}
+    with pytest.raises(UserError, match=r"\(linear_solver\); resume with the same options \(--linear-solver fit\)"):
+        load_state(tmp_path, {**now, "linear_solver": DEFAULTS["linear_solver"]})
+    assert load_state(tmp_path, {**now, "linear_solver": "fit"})["epochs_done"] == 2
 
 
 def test_resume_keeps_the_last_epochs_optimizer_state_when_an_earlier_epoch_was_best(tmp_path):
