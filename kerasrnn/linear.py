@@ -191,6 +191,31 @@ def fit_linear_svm(ids: np.ndarray, y: np.ndarray, stats: dict, num_classes: int
     return {"kernel": kernel, "bias": bias, "C": c, "validation_accuracy": accuracy}
 
 
+def folded_tables(w: dict, positions: int) -> dict:
+    """The linear path's weights (model.linear_weights) folded for graphs that gather instead of
+    compute, same sums as TfidfLinear up to float rounding:
+
+    - rows [terms, classes + 1]: idf x the kernel row, then idf^2 (folded in float64);
+    - counts [positions + 1, classes + 1]: for a term seen c times in its text, f(c) = (1 + ln c) / c
+      in the class columns and g(c) = (1 + ln c)^2 / c in the last; row 0 is never read.
+      sum over positions of counts[c_i] x rows[term_i] = [sum of weight_i x kernel row | norm^2];
+    - pair_keys [slots] int64: each stored word pair as first x vocab + second (-1: empty slot);
+      vocab: that multiplier (the vocabulary size)."""
+    idf = np.asarray(w["idf"], np.float64)[:, None]
+    rows = np.concatenate([idf * np.asarray(w["kernel"], np.float64), idf * idf], axis=1).astype(np.float32)
+    c = np.arange(positions + 1, dtype=np.float64)
+    c[0] = 1.0
+    tf = 1.0 + np.log(c)
+    counts = np.concatenate([np.repeat((tf / c)[:, None], rows.shape[1] - 1, axis=1), (tf * tf / c)[:, None]],
+                            axis=1).astype(np.float32)
+    out = {"rows": rows, "counts": counts}
+    if w.get("keys") is not None:
+        keys = np.asarray(w["keys"], np.int64)
+        vocab = int(w["vocab_size"])
+        out.update(vocab=vocab, pair_keys=np.where(keys[0] >= 0, keys[0] * vocab + keys[1], EMPTY_KEY))
+    return out
+
+
 @keras.saving.register_keras_serializable(package="kerasrnn")
 class TfidfLinear(keras.layers.Layer):
     """ids [batch, steps] -> class scores [batch, classes]: a linear model over the text's TF-IDF.

@@ -203,13 +203,13 @@ def head_weights(model: keras.Model) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def linear_weights(model: keras.Model) -> dict | None:
     """What the hand-written export graphs need of the linear path (kerasrnn.linear), or None:
-    kernel [terms, classes], bias [classes], idf [terms], and the bigram hash table (keys [2, slots],
-    rows [slots], slots; keys None without bigrams)."""
+    kernel [terms, classes], bias [classes], idf [terms], vocab_size, and the bigram hash table
+    (keys [2, slots], rows [slots], slots; keys None without bigrams)."""
     if not has_linear(model):
         return None
     layer = model.get_layer(LINEAR)
     bigrams = layer.terms > layer.vocab_size
     return {"kernel": np.asarray(layer.kernel.numpy(), np.float32), "bias": np.asarray(layer.bias.numpy(), np.float32),
-            "idf": np.asarray(layer.idf.numpy(), np.float32), "slots": layer.slots,
+            "idf": np.asarray(layer.idf.numpy(), np.float32), "slots": layer.slots, "vocab_size": layer.vocab_size,
             "keys": np.asarray(layer.bigram_keys.numpy(), np.int32) if bigrams else None,
             "rows": np.asarray(layer.bigram_rows.numpy(), np.int32) if bigrams else None}

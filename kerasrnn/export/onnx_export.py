@@ -129,71 +129,75 @@ def _bag_logits(table: np.ndarray, logits_in: str, logits_out: str):
     return nodes, inits
 
 def _linear_scores(w: dict, max_len: int, logits_in: str, logits_out: str):
-    """The linear TF-IDF path (kerasrnn.linear.TfidfLinear, same formula and order of operations)
-    from "ids": bigram ids by the two-probe hash table, each term's count in its text from an
-    equality matrix, sublinear TF-IDF weights, L2 norm, then the weighted sum of kernel rows."""
+    """The linear TF-IDF path (kerasrnn.linear.TfidfLinear, the same sums) from "ids", in few nodes
+    (at batch 1 each node costs onnxruntime a fixed overhead that dwarfs these small tensors):
+
+    - word pairs: each pair as one int64 key first * vocab + second (ids are in [0, vocab) here), its
+      two probe slots side by side ([B, 2 x pairs]), the stored key compared, the matching slot's row
+      taken by a max over the two (cuckoo hashing stores a pair in one slot);
+    - each term's count c in its text: an equality matrix of the terms, summed;
+    - one gather of [idf x kernel row | idf^2] per term and one of [f(c) ... | g(c)] per count, with
+      f(c) = (1 + ln c) / c and g(c) = (1 + ln c)^2 / c (kerasrnn.linear.folded_tables): their
+      product summed over the positions is [sum of weighted kernel rows | squared norm];
+    - scores = sums / max(norm, 1e-12) + bias."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from kerasrnn.linear import multipliers
+    from kerasrnn.linear import folded_tables, multipliers
 
-    const = lambda name, value, dtype=np.int32: numpy_helper.from_array(np.array(value, dtype), name)  # noqa: E731
-    inits = [numpy_helper.from_array(w["kernel"], "linear_kernel"), numpy_helper.from_array(w["bias"], "linear_bias"),
-             numpy_helper.from_array(w["idf"], "linear_idf"), const("lin_one", 1.0, np.float32),
-             const("lin_tiny", 1e-12, np.float32), const("lin_axis2", [2], np.int64)]
+    const = lambda name, value, dtype=np.int64: numpy_helper.from_array(np.array(value, dtype), name)  # noqa: E731
+    classes = w["kernel"].shape[1]
+    n = max_len if w["keys"] is None else 2 * max_len - 1
+    tables = folded_tables(w, n)
+    inits = [numpy_helper.from_array(tables["rows"], "linear_rows"),
+             numpy_helper.from_array(tables["counts"], "linear_count_factors"),
+             numpy_helper.from_array(w["bias"], "linear_bias"), const("lin_tiny", 1e-12, np.float32),
+             const("lin_axis2", [2]), const("lin_classes", [classes]), const("lin_norm_end", [classes + 1])]
     nodes = []
     terms = "ids"
     if w["keys"] is not None:
-        slots = w["slots"]
-        inits += [numpy_helper.from_array(w["keys"][0], "bigram_keys_first"),
-                  numpy_helper.from_array(w["keys"][1], "bigram_keys_second"),
+        slots, pairs = w["slots"], max_len - 1
+        inits += [numpy_helper.from_array(tables["pair_keys"], "bigram_pair_keys"),
                   numpy_helper.from_array(w["rows"], "bigram_rows"),
-                  const("lin_slots", slots), const("lin_zero", 0),
-                  const("lin_start0", [0], np.int64), const("lin_start1", [1], np.int64),
-                  const("lin_end0", [max_len - 1], np.int64), const("lin_end1", [max_len], np.int64)]
-        nodes += [helper.make_node("Slice", ["ids", "lin_start0", "lin_end0", "axis1"], ["pair_first"]),
-                  helper.make_node("Slice", ["ids", "lin_start1", "lin_end1", "axis1"], ["pair_second"])]
-        found = "lin_zero"
-        for k, (multiplier, (a, b)) in enumerate(zip(multipliers(slots), (("pair_first", "pair_second"),
-                                                                          ("pair_second", "pair_first")))):
-            p = f"probe{k}"
-            inits.append(const(f"{p}_mult", multiplier))
-            nodes += [helper.make_node("Mod", [a, "lin_slots"], [f"{p}_a"]),
-                      helper.make_node("Mul", [f"{p}_a", f"{p}_mult"], [f"{p}_am"]),
-                      helper.make_node("Add", [f"{p}_am", b], [f"{p}_sum"]),
-                      helper.make_node("Mod", [f"{p}_sum", "lin_slots"], [f"{p}_slot"]),
-                      helper.make_node("Gather", ["bigram_keys_first", f"{p}_slot"], [f"{p}_key_first"]),
-                      helper.make_node("Gather", ["bigram_keys_second", f"{p}_slot"], [f"{p}_key_second"]),
-                      helper.make_node("Equal", [f"{p}_key_first", "pair_first"], [f"{p}_eq_first"]),
-                      helper.make_node("Equal", [f"{p}_key_second", "pair_second"], [f"{p}_eq_second"]),
-                      helper.make_node("And", [f"{p}_eq_first", f"{p}_eq_second"], [f"{p}_match"]),
-                      helper.make_node("Equal", [found, "lin_zero"], [f"{p}_free"]),
-                      helper.make_node("And", [f"{p}_match", f"{p}_free"], [f"{p}_take"]),
-                      helper.make_node("Gather", ["bigram_rows", f"{p}_slot"], [f"{p}_row"]),
-                      helper.make_node("Where", [f"{p}_take", f"{p}_row", found], [f"{p}_found"])]
-            found = f"{p}_found"
-        nodes.append(helper.make_node("Concat", ["ids", found], ["terms"], axis=1))
+                  const("lin_vocab", tables["vocab"]), const("lin_slots", slots), const("lin_none", 0, np.int32),
+                  const("lin_start0", [0]), const("lin_start1", [1]), const("lin_end0", [pairs]),
+                  const("lin_end1", [max_len]), const("lin_probe_shape", [0, 2, pairs]),
+                  const("lin_multipliers", np.repeat(np.array(multipliers(slots), np.int64), pairs))]
+        nodes += [helper.make_node("Cast", ["ids"], ["ids_i64"], to=TensorProto.INT64),
+                  helper.make_node("Slice", ["ids_i64", "lin_start0", "lin_end0", "axis1"], ["pair_first"]),
+                  helper.make_node("Slice", ["ids_i64", "lin_start1", "lin_end1", "axis1"], ["pair_second"]),
+                  helper.make_node("Mul", ["pair_first", "lin_vocab"], ["pair_first_v"]),
+                  helper.make_node("Add", ["pair_first_v", "pair_second"], ["pair_key"]),          # [B, P]
+                  helper.make_node("Concat", ["pair_key", "pair_key"], ["pair_key_2"], axis=1),    # [B, 2P]
+                  # probe k: ((a mod slots) x m_k + b) mod slots, (a, b) = (first, second), (second, first)
+                  helper.make_node("Concat", ["pair_first", "pair_second"], ["probe_a"], axis=1),
+                  helper.make_node("Concat", ["pair_second", "pair_first"], ["probe_b"], axis=1),
+                  helper.make_node("Mod", ["probe_a", "lin_slots"], ["probe_a_mod"]),
+                  helper.make_node("Mul", ["probe_a_mod", "lin_multipliers"], ["probe_a_mul"]),
+                  helper.make_node("Add", ["probe_a_mul", "probe_b"], ["probe_sum"]),
+                  helper.make_node("Mod", ["probe_sum", "lin_slots"], ["probe_slot"]),
+                  helper.make_node("Gather", ["bigram_pair_keys", "probe_slot"], ["probe_key"]),
+                  helper.make_node("Equal", ["probe_key", "pair_key_2"], ["probe_match"]),
+                  helper.make_node("Gather", ["bigram_rows", "probe_slot"], ["probe_row"]),
+                  helper.make_node("Where", ["probe_match", "probe_row", "lin_none"], ["probe_found"]),
+                  helper.make_node("Reshape", ["probe_found", "lin_probe_shape"], ["probe_found_3"]),
+                  helper.make_node("ReduceMax", ["probe_found_3"], ["pair_row"], axes=[1], keepdims=0),
+                  helper.make_node("Concat", ["ids", "pair_row"], ["terms"], axis=1)]               # [B, N]
         terms = "terms"
     nodes += [helper.make_node("Unsqueeze", [terms, "lin_axis2"], ["terms_col"]),            # [B, N, 1]
               helper.make_node("Unsqueeze", [terms, "axis1"], ["terms_row"]),                # [B, 1, N]
               helper.make_node("Equal", ["terms_col", "terms_row"], ["terms_same"]),
-              helper.make_node("Cast", ["terms_same"], ["terms_same_f"], to=TensorProto.FLOAT),
-              helper.make_node("ReduceSum", ["terms_same_f", "lin_axis2"], ["term_count"], keepdims=0),  # [B, N]
-              helper.make_node("Gather", ["linear_idf", terms], ["term_idf"]),
-              helper.make_node("Log", ["term_count"], ["term_log"]),
-              helper.make_node("Add", ["lin_one", "term_log"], ["term_tf"]),
-              helper.make_node("Mul", ["term_idf", "term_tf"], ["term_tfidf"]),
-              helper.make_node("Div", ["term_tfidf", "term_count"], ["term_weight"]),
-              helper.make_node("Mul", ["term_weight", "term_weight"], ["term_weight_sq"]),
-              helper.make_node("Mul", ["term_weight_sq", "term_count"], ["term_sq"]),
-              helper.make_node("ReduceSum", ["term_sq", "axis1"], ["tfidf_sq"], keepdims=1),  # [B, 1]
-              helper.make_node("Sqrt", ["tfidf_sq"], ["tfidf_norm"]),
-              helper.make_node("Max", ["tfidf_norm", "lin_tiny"], ["tfidf_norm_safe"]),
-              helper.make_node("Div", ["term_weight", "tfidf_norm_safe"], ["term_share"]),
-              helper.make_node("Unsqueeze", ["term_share", "axis1"], ["term_share_row"]),  # [B, 1, N]
-              helper.make_node("Gather", ["linear_kernel", terms], ["term_rows"]),          # [B, N, C]
-              helper.make_node("MatMul", ["term_share_row", "term_rows"], ["linear_sum_3"]),  # [B, 1, C]
-              helper.make_node("Squeeze", ["linear_sum_3", "axis1"], ["linear_sum"]),
-              helper.make_node("Add", ["linear_sum", "linear_bias"], ["linear_scores"]),
+              helper.make_node("Cast", ["terms_same"], ["terms_same_i"], to=TensorProto.INT32),
+              helper.make_node("ReduceSum", ["terms_same_i", "lin_axis2"], ["term_count"], keepdims=0),  # [B, N]
+              helper.make_node("Gather", ["linear_count_factors", "term_count"], ["term_factors"]),  # [B, N, C+1]
+              helper.make_node("Gather", ["linear_rows", terms], ["term_rows"]),                    # [B, N, C+1]
+              helper.make_node("Mul", ["term_factors", "term_rows"], ["term_products"]),
+              helper.make_node("ReduceSum", ["term_products", "axis1"], ["linear_sums"], keepdims=0),  # [B, C+1]
+              helper.make_node("Slice", ["linear_sums", "axis0", "lin_classes", "axis1"], ["linear_raw"]),
+              helper.make_node("Slice", ["linear_sums", "lin_classes", "lin_norm_end", "axis1"], ["linear_norm_sq"]),
+              helper.make_node("Sqrt", ["linear_norm_sq"], ["linear_norm"]),
+              helper.make_node("Max", ["linear_norm", "lin_tiny"], ["linear_norm_safe"]),
+              helper.make_node("Div", ["linear_raw", "linear_norm_safe"], ["linear_scaled"]),
+              helper.make_node("Add", ["linear_scaled", "linear_bias"], ["linear_scores"]),
               helper.make_node("Add", [logits_in, "linear_scores"], [logits_out])]
     return nodes, inits
 
