@@ -1,4 +1,4 @@
-"""SavedModel export: both signatures, and the Keras graph it serves (pooling choice included)."""
+"""SavedModel export: both signatures, the hand-built graph it serves and the Keras graph it falls back to."""
 from __future__ import annotations
 
 import json
@@ -32,3 +32,50 @@ def test_keras_model_refuses_an_unknown_pooling():
 
     with pytest.raises(ValueError, match="pooling must be one of last, max, mean, not 'median'"):
         build_model(30, 2, 8, embed_dim=4, units=4, pooling="median")
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean", "last"])
+@pytest.mark.parametrize("linear, bigrams", [("none", 0), ("tfidf", 0), ("tfidf", 20)])
+def test_the_hand_built_serving_graph_answers_as_keras(tmp_path, pooling, linear, bigrams):
+    """The SavedModel serves a hand-built graph of the model's math (#17): the saved, reloaded
+    `serving_default` gives Keras's probabilities on texts from 1 token to max_len with repeated
+    words and pairs, at batch 1 and batched, an id out of range read as <UNKNOWN>; an architecture
+    it does not cover (bidirectional) still serves Keras's graph, with the same answers."""
+    import keras
+    import tensorflow as tf
+
+    from kerasrnn.export.savedmodel import export_savedmodel, hand_built
+    from kerasrnn.linear import term_statistics
+    from kerasrnn.model import build_model
+    from kerasrnn.tokenizer import Tokenizer
+
+    rng = np.random.default_rng(5)
+    tokenizer = Tokenizer([f"w{i}" for i in range(37)], 10)  # 40 ids with the 3 reserved
+    train = rng.integers(3, 9, (100, 10)).astype(np.int32)
+    stats = term_statistics([train], 40, bigrams)
+    ids = np.zeros((7, 10), np.int32)
+    for row, length in enumerate([1, 2, 3, 5, 7, 9, 10]):
+        ids[row, :length] = np.r_[1, rng.integers(3, 9 if row % 2 else 40, length - 1)]
+    for bidirectional in (False, True):
+        config = {"vocab_size": 40, "num_classes": 3, "max_len": 10, "embed_dim": 12, "units": 5,
+                  "num_layers": 1, "dropout": 0.0, "pooling": pooling, "bidirectional": bidirectional,
+                  "linear": linear, "bigrams": bigrams, "linear_terms": len(stats["idf"]),
+                  "linear_slots": stats["slots"]}
+        assert hand_built(config) is not bidirectional
+        keras.utils.set_random_seed(1)
+        model = build_model(**config)
+        model.set_weights([w + rng.normal(0, 0.7, w.shape).astype(np.float32) if w.dtype.kind == "f" else w
+                           for w in model.get_weights()])
+        if linear != "none":
+            model.get_layer("linear").set_statistics(stats)
+        out = tmp_path / f"sm_{bidirectional}"
+        export_savedmodel(model, tokenizer, ["a", "b", "c"], out, config)
+        serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+        expected = model.predict(ids, verbose=0)
+        batched = serve(tokens=tf.constant(ids))["probabilities"].numpy()
+        one_by_one = np.concatenate([serve(tokens=tf.constant(row[None]))["probabilities"].numpy() for row in ids])
+        assert np.abs(batched - expected).max() <= 1e-5 and np.abs(one_by_one - expected).max() <= 1e-5
+        wild, unknown = ids[3:4].copy(), ids[3:4].copy()
+        wild[0, 1], unknown[0, 1] = 1000, 2
+        got = serve(tokens=tf.constant(wild))["probabilities"].numpy()
+        assert np.abs(got - model.predict(unknown, verbose=0)).max() <= 1e-5

@@ -1,5 +1,13 @@
 """SavedModel for TF Serving: token ids in `serving_default`, raw strings in `serve_text`.
 
+Both run a hand-built graph of the model's math (`Forward`), as the ONNX and TFLite exports do,
+not Keras's traced graph: the recurrence is one tf.while_loop over the batch's longest real text
+(not over max_len), the first layer's input product is folded into the embedding table, and the
+linear TF-IDF path is gathers from folded tables (kerasrnn.linear.folded_tables). Keras's graph took
+17x the ONNX file's batch-1 latency (#17). Standard TensorFlow ops only: TF Serving loads it as is.
+Architectures outside the hand-built graph (several layers, bidirectional, a bag-of-words path)
+serve Keras's graph as before.
+
 `serve_text` runs the tokenizer inside the graph with TensorFlow string ops. Those use RE2, the
 regex engine MediaPipe uses, with the same delimiter pattern and the same vocabulary table, so a
 TF Serving client can send text and get what Python and the phone get.
@@ -13,13 +21,101 @@ from kerasrnn.tokenizer import PAD_ID, START_ID, UNKNOWN_ID, Tokenizer
 
 def export(context, folder) -> dict:
     """The format entry point (see export/formats.py): the SavedModel, its tokenizer files in assets/."""
-    details = export_savedmodel(context.inference_model, context.tokenizer, context.labels, folder.path)
+    details = export_savedmodel(context.inference_model, context.tokenizer, context.labels, folder.path,
+                                context.config)
     context.write_tokenizer_files(folder.path / "assets")
     return {"path": folder.rel(), **details}
 
 
-def export_savedmodel(model, tokenizer: Tokenizer, labels: list[str], out_dir: Path) -> dict:
-    """Write the SavedModel into out_dir; returns its signatures (also used by the benchmark)."""
+def hand_built(config: dict | None) -> bool:
+    """Whether `Forward` covers this architecture (else the SavedModel serves Keras's graph)."""
+    return bool(config) and config.get("num_layers", 1) == 1 and not config.get("bidirectional") \
+        and not config.get("bag_dim") and config.get("pooling") in ("max", "mean", "last")
+
+
+def forward_module(model, config: dict):
+    """A tf.Module whose `__call__(ids [batch, max_len] int32, ids in range)` gives the model's
+    probabilities with the same math as Keras (see the module docstring)."""
+    import tensorflow as tf
+
+    from kerasrnn.linear import folded_tables, multipliers
+    from kerasrnn.model import export_weights, head_weights, input_product_table, linear_weights
+
+    embedding, layers = export_weights(model, 1)
+    kernel, recurrent, bias = layers[0][0]
+    dense_w, dense_b, _ = head_weights(model)
+    linear = linear_weights(model)
+    pooling, max_len, classes = config["pooling"], config["max_len"], int(dense_b.shape[0])
+
+    class Forward(tf.Module):
+        def __init__(self):
+            super().__init__(name="forward")
+            var = lambda value, name: tf.Variable(value, trainable=False, name=name)  # noqa: E731
+            self.table = var(input_product_table(embedding, kernel, bias), "input_products")
+            self.recurrent, self.dense_w, self.dense_b = var(recurrent, "recurrent"), var(dense_w, "dense_w"), \
+                var(dense_b, "dense_b")
+            if linear is not None:
+                n = max_len if linear["keys"] is None else 2 * max_len - 1
+                tables = folded_tables(linear, n)
+                self.linear_rows, self.linear_counts = var(tables["rows"], "linear_rows"), \
+                    var(tables["counts"], "linear_count_factors")
+                self.linear_bias = var(linear["bias"], "linear_bias")
+                if linear["keys"] is not None:
+                    self.pair_keys, self.pair_rows = var(tables["pair_keys"], "pair_keys"), \
+                        var(linear["rows"], "pair_rows")
+
+        def __call__(self, ids):
+            lens = tf.reduce_sum(tf.cast(ids > 0, tf.int32), axis=1)  # post-padded: real tokens first
+            x = tf.gather(self.table, ids)                              # [B, T, H] input products + bias
+            batch, units = tf.shape(ids)[0], self.recurrent.shape[0]
+            h = tf.zeros([batch, units])
+            pool = tf.fill([batch, units], -2.0) if pooling == "max" else tf.zeros([batch, units])
+
+            def step(t, h, pool):
+                new = tf.tanh(x[:, t] + tf.matmul(h, self.recurrent))
+                # Past a text's end the state stays (Keras repeats the last real output there).
+                h = tf.where(tf.expand_dims(t < lens, 1), new, h)
+                if pooling == "max":
+                    pool = tf.maximum(pool, h)
+                elif pooling == "mean":
+                    pool = pool + tf.where(tf.expand_dims(t < lens, 1), h, 0.0)
+                return t + 1, h, pool
+
+            steps = tf.maximum(tf.reduce_max(lens), 1)  # one step at least: a row without tokens pools 0
+            _, h, pool = tf.while_loop(lambda t, h, pool: t < steps, step, (tf.constant(0), h, pool),
+                                       maximum_iterations=max_len)
+            features = {"max": pool, "last": h,
+                        "mean": pool / tf.cast(tf.expand_dims(tf.maximum(lens, 1), 1), tf.float32)}[pooling]
+            logits = tf.matmul(features, self.dense_w) + self.dense_b
+            if linear is not None:
+                logits += self._linear_scores(ids)
+            return tf.nn.softmax(logits)
+
+        def _linear_scores(self, ids):
+            terms = ids
+            if linear["keys"] is not None:
+                slots = linear["slots"]
+                m1, m2 = multipliers(slots)
+                wide = tf.cast(ids, tf.int64)
+                first, second = wide[:, :-1], wide[:, 1:]
+                key = first * linear["vocab_size"] + second
+                found = tf.zeros_like(ids[:, :-1])
+                for a, b, m in ((first, second, m1), (second, first, m2)):  # the two probe slots
+                    slot = tf.math.floormod(tf.math.floormod(a, slots) * m + b, slots)
+                    hit = tf.equal(tf.gather(self.pair_keys, slot), key)
+                    found = tf.maximum(found, tf.where(hit, tf.gather(self.pair_rows, slot), 0))
+                terms = tf.concat([ids, found], axis=1)
+            count = tf.reduce_sum(tf.cast(tf.equal(terms[:, :, None], terms[:, None, :]), tf.int32), axis=2)
+            sums = tf.reduce_sum(tf.gather(self.linear_counts, count) * tf.gather(self.linear_rows, terms), axis=1)
+            norm = tf.maximum(tf.sqrt(sums[:, classes:]), 1e-12)
+            return sums[:, :classes] / norm + self.linear_bias
+
+    return Forward()
+
+
+def export_savedmodel(model, tokenizer: Tokenizer, labels: list[str], out_dir: Path, config: dict | None = None) -> dict:
+    """Write the SavedModel into out_dir; returns its signatures (also used by the benchmark).
+    With the run's `config`, the graph is hand-built where `hand_built` says it can be."""
     import tensorflow as tf
 
     max_len = tokenizer.max_len
@@ -29,7 +125,8 @@ def export_savedmodel(model, tokenizer: Tokenizer, labels: list[str], out_dir: P
     class Serving(tf.Module):
         def __init__(self):
             super().__init__()
-            self.model = model
+            self.hand_built = hand_built(config)
+            self.model = forward_module(model, config) if self.hand_built else model
             self.table = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(tf.constant(keys), tf.constant(values, tf.int32)),
                 default_value=UNKNOWN_ID)
@@ -40,7 +137,7 @@ def export_savedmodel(model, tokenizer: Tokenizer, labels: list[str], out_dir: P
             # Ids outside [0, vocab) read as <UNKNOWN>, as in the ONNX and TFLite files.
             in_range = tf.logical_and(tokens >= 0, tokens < tokenizer.vocab_size)
             tokens = tf.where(in_range, tokens, tf.fill(tf.shape(tokens), UNKNOWN_ID))
-            return {"probabilities": self.model(tokens, training=False)}
+            return {"probabilities": self._probabilities(tokens)}
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
         def serve_text(self, text):
@@ -53,10 +150,13 @@ def export_savedmodel(model, tokenizer: Tokenizer, labels: list[str], out_dir: P
             batch = tf.shape(text)[0]
             ids = tf.concat([tf.fill([batch, 1], START_ID), ids], axis=1)
             tokens = ids.to_tensor(default_value=PAD_ID, shape=[None, max_len])
-            probabilities = self.model(tokens, training=False)
+            probabilities = self._probabilities(tokens)
             return {"probabilities": probabilities,
                     "label": tf.gather(self.label_names, tf.argmax(probabilities, axis=1)),
                     "tokens": tokens}
+
+        def _probabilities(self, tokens):
+            return self.model(tokens) if self.hand_built else self.model(tokens, training=False)
 
     module = Serving()
     tf.saved_model.save(module, str(out_dir),
