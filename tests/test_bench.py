@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import sys
 
 import numpy as np
@@ -25,8 +26,13 @@ def test_bench_quick_writes_every_format(tmp_path):
             "TFLite int8"} <= formats
     for row in result["inference"]:
         assert row["batch1"]["median_us"] > 0 and row["batch64_samples_per_s"] > 0
+    if any(shutil.which(c) for c in ("cc", "gcc", "clang")):  # the floor row, and every row's multiple of it
+        assert result["floor"]["name"] in formats and result["floor"]["max_abs_diff_vs_keras"] <= 1e-4
+        assert all(row["floor_multiple"]["batch1"] > 0 for row in result["inference"])
+        assert "x floor, batch 1" in (out / "bench.md").read_text()
     assert set(result["ratios"]) == {"ONNX batch 1: stock Loop / ours", "ONNX batch 64 throughput: ours / stock",
-                                     "TFLite batch 1: unrolled / ours"}
+                                     "TFLite batch 1: unrolled / ours", "SavedModel batch 1: ours / ONNX ours",
+                                     "SavedModel batch 1: Keras's graph / ours"}
     assert result["tflite_graph"] in ("stepwise", "fused")
     trainers = result["training"]["trainers"]
     for name in ("Keras on JAX (kerasrnn.train default)", "Keras on TensorFlow"):
@@ -116,3 +122,41 @@ def test_torch_reference_pools_through_kerasrnn_pooling():
             assert row["torch_samples_per_s"] > 0
     with pytest.raises(ValueError, match="pooling must be one of"):
         torch_reference(torch, x, y, {**config, "pooling": "median"}, 1, 8)
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean", "last"])
+@pytest.mark.parametrize("bigrams", [0, 20])
+def test_the_c_floor_answers_as_keras(tmp_path, pooling, bigrams):
+    """The floor row times the model's own forward pass: the C loop gives Keras's probabilities (linear
+    TF-IDF path with and without word pairs, repeated words, every pooling, an id out of range)."""
+    if not any(shutil.which(c) for c in ("cc", "gcc", "clang")):
+        pytest.skip("no C compiler: bench.py shows the floor row as skipped")
+    import keras
+
+    from benchmarks.floor import build_floor
+    from kerasrnn.linear import term_statistics
+    from kerasrnn.model import build_model
+
+    rng = np.random.default_rng(3)
+    train = rng.integers(3, 9, (100, 10)).astype(np.int32)
+    stats = term_statistics([train], 40, bigrams)
+    config = {"vocab_size": 40, "num_classes": 3, "max_len": 10, "embed_dim": 12, "units": 5, "num_layers": 1,
+              "dropout": 0.0, "pooling": pooling, "bidirectional": False, "linear": "tfidf", "bigrams": bigrams,
+              "linear_terms": len(stats["idf"]), "linear_slots": stats["slots"]}
+    keras.utils.set_random_seed(0)
+    model = build_model(**config)
+    model.set_weights([w + rng.normal(0, 0.7, w.shape).astype(np.float32) if w.dtype.kind == "f" else w
+                       for w in model.get_weights()])
+    model.get_layer("linear").set_statistics(stats)
+    ids = np.zeros((8, 10), np.int32)
+    for row, length in enumerate([1, 2, 3, 5, 6, 8, 9, 10]):
+        ids[row, :length] = np.r_[1, rng.integers(3, 9 if row % 2 else 40, length - 1)]
+    floor, reason = build_floor(model, config, tmp_path)
+    assert reason is None
+    assert np.abs(floor.predict_ids(ids) - model.predict(ids, verbose=0)).max() <= 1e-5
+    wild = ids[:1].copy()
+    wild[0, 1] = 1000  # out of range: <UNKNOWN>, as the ONNX graph reads it
+    unknown = ids[:1].copy()
+    unknown[0, 1] = 2
+    assert np.abs(floor.predict_ids(wild) - model.predict(unknown, verbose=0)).max() <= 1e-5
+    assert build_floor(model, {**config, "bidirectional": True}, tmp_path)[0] is None

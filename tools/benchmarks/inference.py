@@ -7,7 +7,9 @@
   sequences; each trainer in its own process pinned to one core (PyTorch skipped if missing);
 - inference, one thread each: Keras, SavedModel, ONNX Runtime (tf2onnx Loop export and our native
   RNN export), LiteRT (stepwise, fused and unrolled float32, float16, dynamic, int8): latency at batch 1
-  (median, p99) and throughput at batch 64, on real texts; file sizes; memory added by each.
+  (median, p99) and throughput at batch 64, on real texts; file sizes; memory added by each; and a
+  floor row, the same forward pass as a C loop compiled here (benchmarks.floor), with every format's
+  latency as a multiple of it.
 
 Writes bench.json, bench.md and bench.png. A benchmark, not a test: a smoke test runs --quick.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.floor import NAME as FLOOR
 from benchmarks.training import bench_training
 
 
@@ -58,6 +61,7 @@ def _synthetic(spec: str):
     return build_model(**config), config, tokenizer, data.texts, ["ham", "spam"]
 
 
+SAVEDMODEL_KERAS = "SavedModel, Keras's graph (stock)"
 TFLITE_ROWS = {"stepwise": "TFLite stepwise float32", "fused": "TFLite fused-RNN float32",
                "unroll": "TFLite unrolled float32 (naive)"}
 
@@ -70,10 +74,12 @@ def _export_all(model, config, tokenizer, labels, texts, folder: Path, log) -> d
     from kerasrnn.model import without_dropout
 
     files = {}
-    log("exporting SavedModel ...")
-    # as `export` does: a model trained with dropout (the default) cannot be traced with it
-    export_savedmodel(without_dropout(model, config), tokenizer, labels, folder / "savedmodel")
+    log("exporting SavedModel (hand-built graph, Keras's graph) ...")
+    export_savedmodel(model, tokenizer, labels, folder / "savedmodel", config)
     files["SavedModel"] = folder / "savedmodel"
+    # as `export` did before #17: Keras's traced graph (a model with dropout cannot be traced with it)
+    export_savedmodel(without_dropout(model, config), tokenizer, labels, folder / "savedmodel_keras")
+    files[SAVEDMODEL_KERAS] = folder / "savedmodel_keras"
     log("exporting ONNX (native RNN, tf2onnx Loop) ...")
     for impl, name in (("rnn", "ONNX native RNN (ours)"), ("loop", "ONNX tf2onnx Loop (stock)")):
         export_onnx(model, config, tokenizer, labels, folder / f"{impl}.onnx", impl, "bench")
@@ -114,9 +120,9 @@ ROUNDS = 5  # the calls of every format are spread over rounds, formats interlea
 
 
 def bench_inference(model, files: dict[str, Path], ids: np.ndarray, reps1: int, reps64: int, log,
-                    own_ids: dict[str, np.ndarray] | None = None) -> list[dict]:
+                    own_ids: dict[str, np.ndarray] | None = None, floor=None) -> list[dict]:
     """Latency of every file; `own_ids`: the ids a file reads instead of `ids` (another run's
-    tokenizer: the same texts, row for row)."""
+    tokenizer: the same texts, row for row); `floor`: the C loop of benchmarks.floor, timed alike."""
     import tensorflow as tf
 
     from kerasrnn.fileio import path_size
@@ -124,9 +130,12 @@ def bench_inference(model, files: dict[str, Path], ids: np.ndarray, reps1: int, 
 
     keras_fn = tf.function(lambda x: model(x, training=False))
     calls, rss = {}, {}
-    for name, path in [("Keras (tf.function)", None)] + list(files.items()):
+    sources = [("Keras (tf.function)", None)] + ([(FLOOR, None)] if floor else []) + list(files.items())
+    for name, path in sources:
         before = _rss_mb()
-        if path is None:
+        if name == FLOOR:
+            calls[name] = floor.predict_ids
+        elif path is None:
             calls[name] = lambda x: keras_fn(tf.constant(x)).numpy()  # noqa: E731
         else:
             calls[name] = open_model(path, threads=1).predict_ids
@@ -158,6 +167,24 @@ def bench_inference(model, files: dict[str, Path], ids: np.ndarray, reps1: int, 
             f"  batch64 {row['batch64_samples_per_s']:9.0f}/s")
     return rows
 
+def _floor(model, config: dict, ids: np.ndarray, workdir: Path, result: dict, log):
+    """The C floor (benchmarks.floor), checked against Keras on the benchmark's texts; None with the
+    reason in result["floor"] when there is no compiler, the model is outside its scope, or its
+    answers differ (then its time would not be this model's)."""
+    from benchmarks.floor import build_floor
+
+    floor, reason = build_floor(model, config, workdir)
+    if floor is not None:
+        gap = float(np.abs(floor.predict_ids(ids) - model.predict(ids, batch_size=256, verbose=0)).max())
+        if gap > 1e-4:
+            floor, reason = None, f"its answers differ from Keras's by {gap:.2g}"
+        result["floor"] = {"name": FLOOR, "max_abs_diff_vs_keras": gap}
+    if floor is None:
+        result["floor"] = {"name": FLOOR, "skipped": reason}
+        log(f"no floor row: {reason}")
+    return floor
+
+
 def write_outputs(result: dict, out: Path) -> None:
     from kerasrnn.fileio import write_json_atomic, write_text_atomic
 
@@ -182,13 +209,23 @@ def write_outputs(result: dict, out: Path) -> None:
 
 def to_markdown(result: dict) -> str:
     m = result["model"]
+    floor = result.get("floor", {})
     lines = [f"Model: {m['description']}; machine: {result['machine']}.", "",
-             "| format | batch 1 median (µs) | batch 1 p99 (µs) | batch 64 (samples/s) | size (bytes) | RSS added (MB) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| format | batch 1 median (µs) | batch 1 p99 (µs) | batch 64 (samples/s) | x floor, batch 1 | "
+             "x floor, batch 64 | size (bytes) | RSS added (MB) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in result["inference"]:
         size = f"{r['size_bytes']:,}" if r["size_bytes"] else "-"
+        multiple = r.get("floor_multiple")
+        times = f"{multiple['batch1']:.1f} | {multiple['batch64']:.1f}" if multiple else "- | -"
         lines.append(f"| {r['format']} | {r['batch1']['median_us']:.1f} | {r['batch1']['p99_us']:.1f} | "
-                     f"{r['batch64_samples_per_s']:,.0f} | {size} | {r['rss_added_mb']} |")
+                     f"{r['batch64_samples_per_s']:,.0f} | {times} | {size} | {r['rss_added_mb']} |")
+    if "skipped" in floor:
+        lines += ["", f"No floor row: {floor['skipped']}."]
+    elif floor:
+        lines += ["", f"Floor: the same forward pass as a C loop built here, called through ctypes like the "
+                      f"runtimes (max |Δp| vs Keras {floor['max_abs_diff_vs_keras']:.1g}); x floor: latency over "
+                      "the floor's at batch 1, the floor's throughput over the format's at batch 64."]
     ratios = result.get("ratios", {})
     if ratios:
         lines += ["", f"Ours for TFLite: the {result['tflite_graph']} graph, which `tools/export.py` writes for "
@@ -247,16 +284,23 @@ def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, tr
         if baseline_run:  # another run's ONNX and TFLite files, timed in the same rounds on the same texts
             own_ids = _export_baseline(baseline_run, texts, Path(tmp) / "baseline", files, log)
             result["baseline_run"] = str(baseline_run)
+        floor = _floor(model, config, ids, Path(tmp), result, log)
         log("inference (one thread):")
         result["inference"] = bench_inference(model, files, ids, 60 if quick else 1000, 3 if quick else 30, log,
-                                              own_ids)
+                                              own_ids, floor)
     by = {r["format"]: r for r in result["inference"]}
     med = lambda name: by[name]["batch1"]["median_us"]  # noqa: E731
+    if floor:
+        for r in result["inference"]:  # how far each runtime is from what the hardware can do
+            r["floor_multiple"] = {"batch1": med(r["format"]) / med(FLOOR),
+                                   "batch64": by[FLOOR]["batch64_samples_per_s"] / r["batch64_samples_per_s"]}
     result["ratios"] = {
         "ONNX batch 1: stock Loop / ours": med("ONNX tf2onnx Loop (stock)") / med("ONNX native RNN (ours)"),
         "ONNX batch 64 throughput: ours / stock": by["ONNX native RNN (ours)"]["batch64_samples_per_s"]
         / by["ONNX tf2onnx Loop (stock)"]["batch64_samples_per_s"],
         "TFLite batch 1: unrolled / ours": med(TFLITE_ROWS["unroll"]) / med(TFLITE_ROWS[result["tflite_graph"]]),
+        "SavedModel batch 1: ours / ONNX ours": med("SavedModel") / med("ONNX native RNN (ours)"),
+        "SavedModel batch 1: Keras's graph / ours": med(SAVEDMODEL_KERAS) / med("SavedModel"),
     }
     if baseline_run:
         ours = {"ONNX": "ONNX native RNN (ours)", "TFLite": TFLITE_ROWS[result["tflite_graph"]]}
