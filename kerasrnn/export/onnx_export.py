@@ -43,13 +43,27 @@ def build_native(model, config: dict):
              numpy_helper.from_array(np.array([1], np.int64), "axis1"),
              numpy_helper.from_array(np.array(0, np.int32), "zero_i32"),
              numpy_helper.from_array(np.array(emb.shape[0], np.int32), "vocab_i32"),
-             numpy_helper.from_array(np.array(UNKNOWN_ID, np.int32), "unknown_i32")]
+             numpy_helper.from_array(np.array(UNKNOWN_ID, np.int32), "unknown_i32"),
+             numpy_helper.from_array(np.arange(1, max_len + 1, dtype=np.int32), "positions"),
+             numpy_helper.from_array(np.array([1], np.int64), "shape_1"),
+             numpy_helper.from_array(np.array([1], np.int32), "one_i32_1")]
     nodes = [
         # Ids outside [0, vocab) read as <UNKNOWN>: ONNX Gather would wrap negative ids silently.
         helper.make_node("GreaterOrEqual", [INPUT, "zero_i32"], ["id_ge0"]),
         helper.make_node("Less", [INPUT, "vocab_i32"], ["id_ltv"]),
         helper.make_node("And", ["id_ge0", "id_ltv"], ["id_ok"]),
-        helper.make_node("Where", ["id_ok", INPUT, "unknown_i32"], ["ids"]),
+        helper.make_node("Where", ["id_ok", INPUT, "unknown_i32"], ["ids_full"]),
+        # Every step past the batch's last real token is cut off: the graph runs on [B, T'] with
+        # T' that token's position + 1 (at least 1), not on max_len. Short texts, or a batch of
+        # them, skip the padding in the recurrence, the pooling and the linear path alike.
+        helper.make_node("Greater", ["ids_full", "zero_i32"], ["valid_full"]),
+        helper.make_node("Cast", ["valid_full"], ["valid_full_i32"], to=TensorProto.INT32),
+        helper.make_node("Mul", ["valid_full_i32", "positions"], ["real_ends"]),      # position + 1 or 0
+        helper.make_node("ReduceMax", ["real_ends"], ["steps_2d"], keepdims=1),         # [1, 1] over all
+        helper.make_node("Reshape", ["steps_2d", "shape_1"], ["steps_raw"]),
+        helper.make_node("Max", ["steps_raw", "one_i32_1"], ["steps"]),
+        helper.make_node("Cast", ["steps"], ["steps_i64"], to=TensorProto.INT64),
+        helper.make_node("Slice", ["ids_full", "axis0", "steps_i64", "axis1"], ["ids"]),  # [B, T']
         # sequence_lens: tokens are post-padded with 0, so the valid length is the non-zero count.
         helper.make_node("Greater", ["ids", "zero_i32"], ["valid"]),
         helper.make_node("Cast", ["valid"], ["valid_i32"], to=TensorProto.INT32),
@@ -133,7 +147,7 @@ def _linear_scores(w: dict, max_len: int, logits_in: str, logits_out: str):
     (at batch 1 each node costs onnxruntime a fixed overhead that dwarfs these small tensors):
 
     - word pairs: each pair as one int64 key first * vocab + second (ids are in [0, vocab) here), its
-      two probe slots side by side ([B, 2 x pairs]), the stored key compared, the matching slot's row
+      two probe slots side by side ([B, 2, pairs]), the stored key compared, the matching slot's row
       taken by a max over the two (cuckoo hashing stores a pair in one slot);
     - each term's count c in its text: an equality matrix of the terms, summed;
     - one gather of [idf x kernel row | idf^2] per term and one of [f(c) ... | g(c)] per count, with
@@ -155,39 +169,42 @@ def _linear_scores(w: dict, max_len: int, logits_in: str, logits_out: str):
     nodes = []
     terms = "ids"
     if w["keys"] is not None:
-        slots, pairs = w["slots"], max_len - 1
+        slots = w["slots"]
         inits += [numpy_helper.from_array(tables["pair_keys"], "bigram_pair_keys"),
                   numpy_helper.from_array(w["rows"], "bigram_rows"),
                   const("lin_vocab", tables["vocab"]), const("lin_slots", slots), const("lin_none", 0, np.int32),
-                  const("lin_start0", [0]), const("lin_start1", [1]), const("lin_end0", [pairs]),
-                  const("lin_end1", [max_len]), const("lin_probe_shape", [0, 2, pairs]),
-                  const("lin_multipliers", np.repeat(np.array(multipliers(slots), np.int64), pairs))]
+                  const("lin_start0", [0]), const("lin_start1", [1]), const("lin_end0", [-1]),
+                  const("lin_end1", [np.iinfo(np.int64).max]),
+                  const("lin_multipliers", np.array(multipliers(slots), np.int64)[:, None])]          # [2, 1]
         nodes += [helper.make_node("Cast", ["ids"], ["ids_i64"], to=TensorProto.INT64),
                   helper.make_node("Slice", ["ids_i64", "lin_start0", "lin_end0", "axis1"], ["pair_first"]),
                   helper.make_node("Slice", ["ids_i64", "lin_start1", "lin_end1", "axis1"], ["pair_second"]),
                   helper.make_node("Mul", ["pair_first", "lin_vocab"], ["pair_first_v"]),
                   helper.make_node("Add", ["pair_first_v", "pair_second"], ["pair_key"]),          # [B, P]
-                  helper.make_node("Concat", ["pair_key", "pair_key"], ["pair_key_2"], axis=1),    # [B, 2P]
+                  helper.make_node("Unsqueeze", ["pair_key", "axis1"], ["pair_key_3"]),            # [B, 1, P]
+                  helper.make_node("Unsqueeze", ["pair_first", "axis1"], ["pair_first_3"]),
+                  helper.make_node("Unsqueeze", ["pair_second", "axis1"], ["pair_second_3"]),
                   # probe k: ((a mod slots) x m_k + b) mod slots, (a, b) = (first, second), (second, first)
-                  helper.make_node("Concat", ["pair_first", "pair_second"], ["probe_a"], axis=1),
-                  helper.make_node("Concat", ["pair_second", "pair_first"], ["probe_b"], axis=1),
+                  helper.make_node("Concat", ["pair_first_3", "pair_second_3"], ["probe_a"], axis=1),  # [B, 2, P]
+                  helper.make_node("Concat", ["pair_second_3", "pair_first_3"], ["probe_b"], axis=1),
                   helper.make_node("Mod", ["probe_a", "lin_slots"], ["probe_a_mod"]),
                   helper.make_node("Mul", ["probe_a_mod", "lin_multipliers"], ["probe_a_mul"]),
                   helper.make_node("Add", ["probe_a_mul", "probe_b"], ["probe_sum"]),
                   helper.make_node("Mod", ["probe_sum", "lin_slots"], ["probe_slot"]),
                   helper.make_node("Gather", ["bigram_pair_keys", "probe_slot"], ["probe_key"]),
-                  helper.make_node("Equal", ["probe_key", "pair_key_2"], ["probe_match"]),
+                  helper.make_node("Equal", ["probe_key", "pair_key_3"], ["probe_match"]),
                   helper.make_node("Gather", ["bigram_rows", "probe_slot"], ["probe_row"]),
                   helper.make_node("Where", ["probe_match", "probe_row", "lin_none"], ["probe_found"]),
-                  helper.make_node("Reshape", ["probe_found", "lin_probe_shape"], ["probe_found_3"]),
-                  helper.make_node("ReduceMax", ["probe_found_3"], ["pair_row"], axes=[1], keepdims=0),
+                  helper.make_node("ReduceMax", ["probe_found"], ["pair_row"], axes=[1], keepdims=0),  # [B, P]
                   helper.make_node("Concat", ["ids", "pair_row"], ["terms"], axis=1)]               # [B, N]
         terms = "terms"
     nodes += [helper.make_node("Unsqueeze", [terms, "lin_axis2"], ["terms_col"]),            # [B, N, 1]
               helper.make_node("Unsqueeze", [terms, "axis1"], ["terms_row"]),                # [B, 1, N]
               helper.make_node("Equal", ["terms_col", "terms_row"], ["terms_same"]),
-              helper.make_node("Cast", ["terms_same"], ["terms_same_i"], to=TensorProto.INT32),
-              helper.make_node("ReduceSum", ["terms_same_i", "lin_axis2"], ["term_count"], keepdims=0),  # [B, N]
+              # summed as float: onnxruntime's int32 ReduceSum is 5x slower at batch 64
+              helper.make_node("Cast", ["terms_same"], ["terms_same_f"], to=TensorProto.FLOAT),
+              helper.make_node("ReduceSum", ["terms_same_f", "lin_axis2"], ["term_count_f"], keepdims=0),  # [B, N]
+              helper.make_node("Cast", ["term_count_f"], ["term_count"], to=TensorProto.INT32),
               helper.make_node("Gather", ["linear_count_factors", "term_count"], ["term_factors"]),  # [B, N, C+1]
               helper.make_node("Gather", ["linear_rows", terms], ["term_rows"]),                    # [B, N, C+1]
               helper.make_node("Mul", ["term_factors", "term_rows"], ["term_products"]),
