@@ -160,3 +160,14 @@ def test_the_c_floor_answers_as_keras(tmp_path, pooling, bigrams):
     unknown[0, 1] = 2
     assert np.abs(floor.predict_ids(wild) - model.predict(unknown, verbose=0)).max() <= 1e-5
     assert build_floor(model, {**config, "bidirectional": True}, tmp_path)[0] is None
+
+
+def test_long_texts_fill_a_quarter_to_all_of_max_len(sms_rows):
+    from benchmarks.inference import long_texts
+    from kerasrnn.tokenizer import Tokenizer, build_vocabulary
+
+    texts = [t for t, _ in sms_rows[:500]]
+    tokenizer = Tokenizer(build_vocabulary(texts, 2000), 120)
+    filled = ((tokenizer.encode(long_texts(texts, tokenizer, n=200)) != 0).sum(1) - 1) / 119
+    assert filled.min() >= 0.2 and filled.max() == 1.0 and 0.5 <= filled.mean() <= 0.8
+    assert ((tokenizer.encode(texts) != 0).sum(1) - 1).mean() / 119 < 0.2  # the texts as they are: short

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark training and inference: python tools/bench.py [--run DIR | --synthetic V,L,E,H] [--quick]"""
+"""Benchmark training and inference: python tools/bench.py [--run DIR | --synthetic V,L,E,H] [--long-texts] [--quick]"""
 import argparse
 import os
 import sys
@@ -21,12 +21,14 @@ def main(argv=None) -> int:
     p.add_argument("--baseline-run", metavar="DIR",
                    help="another run (e.g. one trained with earlier defaults) whose ONNX and TFLite files are "
                         "timed in the same rounds on the same texts; the ratios compare the two")
+    p.add_argument("--long-texts", action="store_true",
+                   help="time texts that fill 25-100%% of max_len (joined test texts) instead of the texts as they are")
     p.add_argument("--out", default="bench", help="folder for bench.json, bench.md, bench.png")
     args = p.parse_args(argv)
     from benchmarks.inference import run_bench
 
     run_bench(args.run, args.synthetic, args.quick, Path(args.out), train=not args.no_train,
-              baseline_run=args.baseline_run)
+              baseline_run=args.baseline_run, long=args.long_texts)
     print(f"wrote {args.out}/bench.json, bench.md, bench.png")
     return 0
 

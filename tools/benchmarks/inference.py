@@ -245,8 +245,23 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def long_texts(texts: list[str], tokenizer, seed: int = 0, n: int = 600) -> list[str]:
+    """Texts that fill 25-100% of max_len: consecutive texts joined until each reaches a target drawn
+    uniformly from that range (ending at a whole text, so a little over it; the longest are cut at
+    max_len). What a server sees with long documents (#17)."""
+    rng = np.random.default_rng(seed)
+    out, i = [], 0
+    for target in rng.uniform(0.25, 1.0, n) * (tokenizer.max_len - 1):
+        parts = []
+        while len(" ".join(parts).split()) < target:
+            parts.append(texts[i % len(texts)])
+            i += 1
+        out.append(" ".join(parts))
+    return out
+
+
 def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, train: bool = True, log=print,
-              baseline_run: str | None = None) -> dict:
+              baseline_run: str | None = None, long: bool = False) -> dict:
     from kerasrnn import backends
 
     backends.use("tensorflow", "the inference benchmark")  # it exports, and exports run on TensorFlow
@@ -271,6 +286,9 @@ def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, tr
         texts = info.test_split()[0] or load_dataset(None).texts
         description = (f"run {info.path.name}: vocab {config['vocab_size']}, max_len {config['max_len']}, "
                        f"embed {config['embed_dim']}, units {config['units']}, pooling {config['pooling']}")
+    if long:
+        texts = long_texts(texts, tokenizer)
+        description += "; long texts (25-100% of max_len)"
     ids = tokenizer.encode(texts[:512])
     result = {"model": {"description": description, **{k: config[k] for k in
                                                          ("vocab_size", "max_len", "embed_dim", "units")}},
