@@ -2,7 +2,8 @@
 
 What the hardware can do for this model, to show each runtime's latency as a multiple of it (#17):
 the same weights and texts, one text after another, in plain C built at bench time with the system
-C compiler (`cc -O3 -march=native`), called through ctypes as the runtimes are called from Python.
+C compiler (`cc -O3 -march=native -ffast-math`), called through ctypes as the runtimes are called
+from Python.
 
 Per text: the real tokens' rows of the input-product table (embedding x the first layer's input
 kernel + bias, as the exports fold it), the recurrence h = tanh(x_t + h R), pooling (max, mean or
@@ -21,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-NAME = "C floor (cc -O3 -march=native)"
-FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
+NAME = "C floor (cc -O3 -march=native -ffast-math)"
+# -ffast-math lets gcc call glibc's vectorized tanhf (libmvec): 22 -> 7 us per SMS text at batch 1
+# on this VM, the answers unchanged (max |dp| vs Keras 1.8e-7 either way; checked before timing).
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-shared", "-fPIC"]
 
 SOURCE = r"""
 #include <math.h>
