@@ -185,6 +185,8 @@ def combine(model, x_val: np.ndarray, y_val: np.ndarray, classes: int) -> dict:
         diff = chosen["losses"] - best["losses"]
         if diff.mean() <= (diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0):
             break
+    else:  # NaN losses (a diverged RNN): no comparison holds
+        chosen = best
     a, t = chosen["rnn_weight"], chosen["temperature"]
     layer = model.get_layer(LINEAR)
     layer.kernel.assign(layer.kernel.numpy() * t)

@@ -244,7 +244,7 @@ def test_the_solved_linear_path_scores_as_linearsvc_on_its_features(sms_rows, la
     import keras
     from sklearn.svm import LinearSVC
 
-    from kerasrnn.linear import TfidfLinear, fit_linear_svm, term_statistics, tfidf_matrix
+    from kerasrnn.linear import MISSING_LABEL_SCORE, TfidfLinear, fit_linear_svm, term_statistics, tfidf_matrix
 
     ids, vocab = _encoded(sms_rows)
     train, test = ids[:300], ids[300:]
@@ -267,7 +267,9 @@ def test_the_solved_linear_path_scores_as_linearsvc_on_its_features(sms_rows, la
     else:
         assert np.abs(got[:, present] - expected).max() <= 1e-5
     missing = [c for c in range(3) if c not in present]
-    assert not np.any(kernel[:, missing]) and not np.any(bias[missing])
+    assert not np.any(kernel[:, missing]) and np.all(bias[missing] == MISSING_LABEL_SCORE)
+    if missing:
+        assert np.all(got.argmax(1) != missing[0])  # never the label training lacked
 
 
 def test_the_linear_svms_c_is_the_one_with_the_best_validation_accuracy(sms_rows):

@@ -75,7 +75,8 @@ def _export_all(model, config, tokenizer, labels, texts, folder: Path, log) -> d
 
     files = {}
     log("exporting SavedModel (hand-built graph, Keras's graph) ...")
-    export_savedmodel(model, tokenizer, labels, folder / "savedmodel", config)
+    # as `export` does: without dropout, which a model that falls back to Keras's graph cannot be traced with
+    export_savedmodel(without_dropout(model, config), tokenizer, labels, folder / "savedmodel", config)
     files["SavedModel"] = folder / "savedmodel"
     # as `export` did before #17: Keras's traced graph (a model with dropout cannot be traced with it)
     export_savedmodel(without_dropout(model, config), tokenizer, labels, folder / "savedmodel_keras")
