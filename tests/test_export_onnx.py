@@ -26,7 +26,10 @@ def test_onnx_contract(tiny_exports):
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["labels"]) == ["ham", "spam"] and meta["max_len"] == "24"
     assert json.loads(meta["tokenizer"])["type"] == "regex" and meta["source_run"]
-    assert "RNN" in {n.op_type for n in model.graph.node}
+    # the RNN operator for small batches, a Scan for batches of 8 or more, picked by an If
+    (choice,) = [n for n in model.graph.node if n.op_type == "If"]
+    branches = {a.name: {n.op_type for n in a.g.node} for a in choice.attribute}
+    assert "Scan" in branches["then_branch"] and "RNN" in branches["else_branch"]
 
 
 @pytest.mark.slow

@@ -122,6 +122,11 @@ def _check_hand_written_graphs(config: dict, rng, linear_statistics: dict | None
     onnx_model = build_native(model, config)
     session = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
     assert np.abs(session.run(None, {"tokens": ids})[0] - expected).max() <= 1e-5
+    # a batch of 8 or more runs the Scan branch (one forward layer), fewer the RNN operator
+    assert np.abs(session.run(None, {"tokens": np.concatenate([ids, ids])})[0]
+                  - np.concatenate([expected, expected])).max() <= 1e-5
+    for row in ids[:3]:
+        assert np.abs(session.run(None, {"tokens": row[None]})[0] - model.predict(row[None], verbose=0)).max() <= 1e-5
 
     for build in (build_stepwise_tflite, build_fused_tflite):
         got = _tflite_answers(build(model, config), np.concatenate([ids, ids[::-1]]))  # twice, other order:

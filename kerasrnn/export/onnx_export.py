@@ -1,11 +1,14 @@
 """ONNX export: the native ONNX `RNN` operator by default, tf2onnx's Loop graph on request.
 
-Native: the graph is written from the Keras weights with onnx.helper: Gather (embedding, folded
-with the first layer's input kernel when narrower: model.export_weights) -> RNN per
-layer with `sequence_lens` = number of non-pad tokens -> pooling -> MatMul/Add -> Softmax. The RNN
-operator runs the whole recurrence in one kernel instead of one small op per time step. It matches
-Keras exactly when padding is at the end, which our tokenizer guarantees (<START> first, <PAD>=0
-after the text); ids sent by hand must follow that layout too. Ids outside [0, vocab) are read as
+Native: the graph is written from the Keras weights with onnx.helper: the ids cut at the batch's
+last real token -> Gather (embedding, folded with the first layer's input kernel when narrower:
+model.export_weights) -> the recurrence -> pooling -> MatMul/Add (+ the linear TF-IDF path) ->
+Softmax. The recurrence: the RNN operator per layer with `sequence_lens` = number of non-pad tokens
+(one kernel for the whole recurrence: the fast path at batch 1); for one forward layer, an If on
+the batch size runs batches of SCAN_FROM_BATCH or more through a Scan of MatMul, Add, Tanh per step
+instead, which onnxruntime runs 3-4x faster than its RNN operator on a batch. Both match Keras
+exactly when padding is at the end, which our tokenizer guarantees (<START> first, <PAD>=0 after
+the text); ids sent by hand must follow that layout too. Ids outside [0, vocab) are read as
 <UNKNOWN> (documented mapping; the other formats raise an error for them).
 
 Loop: tf2onnx converts the Keras graph as traced by TensorFlow (a Loop op over time steps).
@@ -37,6 +40,8 @@ def build_native(model, config: dict):
     emb, layers = export_weights(model, config["num_layers"])  # first layer folded into the table
     dense_w, dense_b, bag_table = head_weights(model)
     linear = linear_weights(model)
+    if linear is not None:  # the linear path's bias joins the Dense layer's: one Add fewer
+        dense_b = (dense_b.astype(np.float64) + linear["bias"]).astype(np.float32)
     inits = [numpy_helper.from_array(emb, "embedding"),
              numpy_helper.from_array(dense_w, "dense_kernel"), numpy_helper.from_array(dense_b, "dense_bias"),
              numpy_helper.from_array(np.array([0], np.int64), "axis0"),
@@ -45,7 +50,6 @@ def build_native(model, config: dict):
              numpy_helper.from_array(np.array(emb.shape[0], np.int32), "vocab_i32"),
              numpy_helper.from_array(np.array(UNKNOWN_ID, np.int32), "unknown_i32"),
              numpy_helper.from_array(np.arange(1, max_len + 1, dtype=np.int32), "positions"),
-             numpy_helper.from_array(np.array([1], np.int64), "shape_1"),
              numpy_helper.from_array(np.array([1], np.int32), "one_i32_1")]
     nodes = [
         # Ids outside [0, vocab) read as <UNKNOWN>: ONNX Gather would wrap negative ids silently.
@@ -53,26 +57,94 @@ def build_native(model, config: dict):
         helper.make_node("Less", [INPUT, "vocab_i32"], ["id_ltv"]),
         helper.make_node("And", ["id_ge0", "id_ltv"], ["id_ok"]),
         helper.make_node("Where", ["id_ok", INPUT, "unknown_i32"], ["ids_full"]),
+        # sequence_lens: tokens are post-padded with 0, so the valid length is the non-zero count.
+        helper.make_node("Greater", ["ids_full", "zero_i32"], ["valid_full"]),
+        helper.make_node("Cast", ["valid_full"], ["valid_full_i32"], to=TensorProto.INT32),
+        helper.make_node("ReduceSum", ["valid_full_i32", "axis1"], ["seq_lens"], keepdims=0),
         # Every step past the batch's last real token is cut off: the graph runs on [B, T'] with
         # T' that token's position + 1 (at least 1), not on max_len. Short texts, or a batch of
         # them, skip the padding in the recurrence, the pooling and the linear path alike.
-        helper.make_node("Greater", ["ids_full", "zero_i32"], ["valid_full"]),
-        helper.make_node("Cast", ["valid_full"], ["valid_full_i32"], to=TensorProto.INT32),
         helper.make_node("Mul", ["valid_full_i32", "positions"], ["real_ends"]),      # position + 1 or 0
-        helper.make_node("ReduceMax", ["real_ends"], ["steps_2d"], keepdims=1),         # [1, 1] over all
-        helper.make_node("Reshape", ["steps_2d", "shape_1"], ["steps_raw"]),
-        helper.make_node("Max", ["steps_raw", "one_i32_1"], ["steps"]),
+        helper.make_node("ReduceMax", ["real_ends"], ["steps_raw"], keepdims=0),        # over all: a scalar
+        helper.make_node("Max", ["steps_raw", "one_i32_1"], ["steps"]),                 # [1]
         helper.make_node("Cast", ["steps"], ["steps_i64"], to=TensorProto.INT64),
-        helper.make_node("Slice", ["ids_full", "axis0", "steps_i64", "axis1"], ["ids"]),  # [B, T']
-        # sequence_lens: tokens are post-padded with 0, so the valid length is the non-zero count.
-        helper.make_node("Greater", ["ids", "zero_i32"], ["valid"]),
-        helper.make_node("Cast", ["valid"], ["valid_i32"], to=TensorProto.INT32),
-        helper.make_node("ReduceSum", ["valid_i32", "axis1"], ["seq_lens"], keepdims=0),
+        helper.make_node("Slice", ["ids_full", "axis0", "steps_i64", "axis1"], ["ids"]),      # [B, T']
+        helper.make_node("Slice", ["valid_full", "axis0", "steps_i64", "axis1"], ["valid"]),  # [B, T']
         helper.make_node("Gather", ["embedding", "ids"], ["embedded"]),               # [B, T, E]
-        helper.make_node("Transpose", ["embedded"], ["x_0"], perm=[1, 0, 2]),         # [T, B, E]
     ]
-    x = "x_0"
     bidirectional = config.get("bidirectional", False)
+    rnn_nodes, rnn_inits = _rnn_operator_layers(layers, units, bidirectional)
+    inits += rnn_inits
+    pooled_nodes, pooled_inits = pool(f"x_{len(layers)}", f"Yh_{len(layers) - 1}", bidirectional)
+    inits += pooled_inits
+    if len(layers) == 1 and not bidirectional:
+        # onnxruntime's RNN operator is the fast path at batch 1 and slow on a batch (its cost per
+        # row grows: 1.6 ms for 64 SMS-length texts where a Scan of MatMul, Add, Tanh takes 0.5);
+        # an If on the batch size picks one (batches of 8 or more: the Scan), one file.
+        scan_nodes, scan_inits = _scan_layer(layers[0][0], units, pooling)
+        inits += scan_inits
+        inits.append(numpy_helper.from_array(np.array([SCAN_FROM_BATCH - 1], np.int64), "scan_batch_floor"))
+        rnn_graph = helper.make_graph(rnn_nodes + pooled_nodes, "rnn_operator", [],
+                                      [helper.make_tensor_value_info("features", TensorProto.FLOAT, None)])
+        scan_graph = helper.make_graph(scan_nodes, "scan", [],
+                                       [helper.make_tensor_value_info("features_scan", TensorProto.FLOAT, None)])
+        features = "features_chosen"
+        nodes += [helper.make_node("Shape", ["ids"], ["batch_size"], end=1),
+                  helper.make_node("Greater", ["batch_size", "scan_batch_floor"], ["large_batch"]),
+                  helper.make_node("If", ["large_batch"], [features], then_branch=scan_graph, else_branch=rnn_graph)]
+    else:
+        features = "features"
+        nodes += rnn_nodes + pooled_nodes
+    nodes += [helper.make_node("MatMul", [features, "dense_kernel"], ["logits_mm"]),
+              helper.make_node("Add", ["logits_mm", "dense_bias"], ["logits_dense"])]
+    logits = "logits_dense"
+    if bag_table is not None:
+        bag_nodes, bag_inits = _bag_logits(bag_table, logits, "logits_bag")
+        nodes += bag_nodes
+        inits += bag_inits
+        logits = "logits_bag"
+    if linear is not None:
+        linear_nodes, linear_inits = _linear_scores(linear, max_len, logits, "logits_linear")
+        nodes += linear_nodes
+        inits += linear_inits
+        logits = "logits_linear"
+    nodes.append(helper.make_node("Identity", [logits], ["logits"]))
+    nodes.append(helper.make_node("Softmax", ["logits"], [OUTPUT], axis=-1))
+    used = _inputs_used(nodes)
+    inits = [i for i in inits if i.name in used]  # onnxruntime warns at load about unused ones
+    graph = helper.make_graph(
+        nodes, "kerasrnn",
+        [helper.make_tensor_value_info(INPUT, TensorProto.INT32, ["batch", max_len])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", config["num_classes"]])],
+        initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                             producer_name="kerasrnn")
+
+
+
+def _inputs_used(nodes) -> set[str]:
+    """Every name the nodes read, those of their subgraphs (If branches, Scan bodies) included."""
+    from onnx import AttributeProto
+
+    used = set()
+    for node in nodes:
+        used.update(node.input)
+        for attribute in node.attribute:
+            if attribute.type == AttributeProto.GRAPH:
+                used |= _inputs_used(attribute.g.node)
+    return used
+
+
+SCAN_FROM_BATCH = 8  # measured crossover (this VM, SMS lengths): batch 8 130 us RNN op vs 120 us Scan
+
+
+def _rnn_operator_layers(layers, units: int, bidirectional: bool):
+    """"embedded" [B, T, E] -> the RNN operator per layer, "x_<layers>" [T, B, W] and "Yh_<last>"."""
+    from onnx import helper, numpy_helper
+
+    nodes = [helper.make_node("Transpose", ["embedded"], ["x_0"], perm=[1, 0, 2])]         # [T, B, E]
+    inits = []
+    x = "x_0"
     for i, directions in enumerate(layers):
         # Keras: h = tanh(x K + h R + b); ONNX: h = tanh(x W^T + h R^T + Wb + Rb). ONNX's reverse
         # direction runs each sequence from its own last real step (sequence_lens), as Keras's
@@ -93,34 +165,63 @@ def build_native(model, config: dict):
         x = f"x_{i + 1}"
     if bidirectional:
         inits.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape_tb_"))
-    pooled_nodes, pooled_inits = pool(x, f"Yh_{config['num_layers'] - 1}", bidirectional)
-    nodes += pooled_nodes
-    inits += pooled_inits
-    nodes += [helper.make_node("MatMul", ["features", "dense_kernel"], ["logits_mm"]),
-              helper.make_node("Add", ["logits_mm", "dense_bias"], ["logits_dense"])]
-    logits = "logits_dense"
-    if bag_table is not None:
-        bag_nodes, bag_inits = _bag_logits(bag_table, logits, "logits_bag")
-        nodes += bag_nodes
-        inits += bag_inits
-        logits = "logits_bag"
-    if linear is not None:
-        linear_nodes, linear_inits = _linear_scores(linear, max_len, logits, "logits_linear")
-        nodes += linear_nodes
-        inits += linear_inits
-        logits = "logits_linear"
-    nodes.append(helper.make_node("Identity", [logits], ["logits"]))
-    nodes.append(helper.make_node("Softmax", ["logits"], [OUTPUT], axis=-1))
-    used = {name for node in nodes for name in node.input}
-    inits = [i for i in inits if i.name in used]  # onnxruntime warns at load about unused ones
-    graph = helper.make_graph(
-        nodes, "kerasrnn",
-        [helper.make_tensor_value_info(INPUT, TensorProto.INT32, ["batch", max_len])],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", config["num_classes"]])],
-        initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                             producer_name="kerasrnn")
+    return nodes, inits
 
+
+def _scan_layer(weights, units: int, pooling: str):
+    """One forward layer as a Scan over the steps of "embedded" [B, T, E] (axis 1) -> "features_scan":
+    per step h = tanh(x_t + h R), held past each text's end as Keras does, pooled as it goes
+    (max, a masked sum for mean, or the last state). The input products x K + b of every step are
+    one MatMul before it (none when the table holds them already: K is then the identity)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    kernel, recurrent, bias = weights
+    identity = kernel.shape[0] == kernel.shape[1] and np.array_equal(kernel, np.eye(kernel.shape[0], dtype=kernel.dtype))
+    inits = [numpy_helper.from_array(np.asarray(recurrent, np.float32), "scan_recurrent"),
+             numpy_helper.from_array(np.asarray(bias, np.float32), "scan_bias"),
+             numpy_helper.from_array(np.array([units], np.int64), "scan_units"),
+             numpy_helper.from_array(np.zeros(1, np.float32), "scan_zero_f"),
+             numpy_helper.from_array(np.full(1, -2.0 if pooling == "max" else 0.0, np.float32), "scan_pool_start"),
+             numpy_helper.from_array(np.array([2], np.int64), "scan_axis2"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "scan_one_f")]
+    x = "embedded"
+    nodes = []
+    if not identity:
+        inits.append(numpy_helper.from_array(np.asarray(kernel, np.float32), "scan_kernel"))
+        nodes.append(helper.make_node("MatMul", ["embedded", "scan_kernel"], ["scan_x_kernel"]))
+        x = "scan_x_kernel"
+    nodes += [helper.make_node("Add", [x, "scan_bias"], ["scan_x"]),                              # [B, T, H]
+              helper.make_node("Unsqueeze", ["valid", "scan_axis2"], ["scan_valid"]),             # [B, T, 1]
+              helper.make_node("Shape", ["ids"], ["scan_batch"], end=1),
+              helper.make_node("Concat", ["scan_batch", "scan_units"], ["scan_state_shape"], axis=0),
+              helper.make_node("Expand", ["scan_zero_f", "scan_state_shape"], ["scan_h0"]),
+              helper.make_node("Expand", ["scan_pool_start", "scan_state_shape"], ["scan_p0"])]
+    step = [helper.make_node("MatMul", ["h_in", "scan_recurrent"], ["h_r"]),
+            helper.make_node("Add", ["h_r", "x_t"], ["h_pre"]),
+            helper.make_node("Tanh", ["h_pre"], ["h_new"]),
+            helper.make_node("Where", ["valid_t", "h_new", "h_in"], ["h_out"])]
+    if pooling == "max":
+        step.append(helper.make_node("Max", ["p_in", "h_out"], ["p_out"]))
+    elif pooling == "mean":
+        step += [helper.make_node("Where", ["valid_t", "h_out", "scan_zero_f"], ["h_real"]),
+                 helper.make_node("Add", ["p_in", "h_real"], ["p_out"])]
+    else:
+        step.append(helper.make_node("Identity", ["p_in"], ["p_out"]))
+    f = lambda name, t=TensorProto.FLOAT: helper.make_tensor_value_info(name, t, None)  # noqa: E731
+    body = helper.make_graph(step, "scan_step", [f("h_in"), f("p_in"), f("x_t"), f("valid_t", TensorProto.BOOL)],
+                             [f("h_out"), f("p_out")])
+    nodes.append(helper.make_node("Scan", ["scan_h0", "scan_p0", "scan_x", "scan_valid"], ["scan_h", "scan_p"],
+                                  body=body, num_scan_inputs=2, scan_input_axes=[1, 1]))
+    if pooling == "max":
+        nodes.append(helper.make_node("Identity", ["scan_p"], ["features_scan"]))
+    elif pooling == "mean":
+        nodes += [helper.make_node("Cast", ["seq_lens"], ["scan_lens_f"], to=TensorProto.FLOAT),
+                  helper.make_node("Unsqueeze", ["scan_lens_f", "axis1"], ["scan_lens_col"]),
+                  helper.make_node("Max", ["scan_lens_col", "scan_one_f"], ["scan_lens_safe"]),
+                  helper.make_node("Div", ["scan_p", "scan_lens_safe"], ["features_scan"])]
+    else:
+        nodes.append(helper.make_node("Identity", ["scan_h"], ["features_scan"]))
+    return nodes, inits
 
 
 def _bag_logits(table: np.ndarray, logits_in: str, logits_out: str):
@@ -153,18 +254,22 @@ def _linear_scores(w: dict, max_len: int, logits_in: str, logits_out: str):
     - one gather of [idf x kernel row | idf^2] per term and one of [f(c) ... | g(c)] per count, with
       f(c) = (1 + ln c) / c and g(c) = (1 + ln c)^2 / c (kerasrnn.linear.folded_tables): their
       product summed over the positions is [sum of weighted kernel rows | squared norm];
-    - scores = sums / max(norm, 1e-12) + bias."""
+    - scores = sums / norm; the bias is in the Dense layer's (build_native). <PAD> and <START> carry
+      an idf^2 of 1e-24 instead of 0, and every row holds one of them after the cut to the batch's
+      length (the tokenizer's <START>, or padding), so a text without words scores 0 as in Keras
+      (weight / max(norm, 1e-12)) without a Max node."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from kerasrnn.linear import folded_tables, multipliers
+    from kerasrnn.linear import FIRST_WORD_ID, folded_tables, multipliers
 
     const = lambda name, value, dtype=np.int64: numpy_helper.from_array(np.array(value, dtype), name)  # noqa: E731
     classes = w["kernel"].shape[1]
     n = max_len if w["keys"] is None else 2 * max_len - 1
     tables = folded_tables(w, n)
-    inits = [numpy_helper.from_array(tables["rows"], "linear_rows"),
+    rows = tables["rows"].copy()
+    rows[:FIRST_WORD_ID - 1, classes] = 1e-24  # <PAD>, <START>: see the docstring
+    inits = [numpy_helper.from_array(rows, "linear_rows"),
              numpy_helper.from_array(tables["counts"], "linear_count_factors"),
-             numpy_helper.from_array(w["bias"], "linear_bias"), const("lin_tiny", 1e-12, np.float32),
              const("lin_axis2", [2]), const("lin_classes", [classes]), const("lin_norm_end", [classes + 1])]
     nodes = []
     terms = "ids"
@@ -212,9 +317,7 @@ def _linear_scores(w: dict, max_len: int, logits_in: str, logits_out: str):
               helper.make_node("Slice", ["linear_sums", "axis0", "lin_classes", "axis1"], ["linear_raw"]),
               helper.make_node("Slice", ["linear_sums", "lin_classes", "lin_norm_end", "axis1"], ["linear_norm_sq"]),
               helper.make_node("Sqrt", ["linear_norm_sq"], ["linear_norm"]),
-              helper.make_node("Max", ["linear_norm", "lin_tiny"], ["linear_norm_safe"]),
-              helper.make_node("Div", ["linear_raw", "linear_norm_safe"], ["linear_scaled"]),
-              helper.make_node("Add", ["linear_scaled", "linear_bias"], ["linear_scores"]),
+              helper.make_node("Div", ["linear_raw", "linear_norm"], ["linear_scores"]),
               helper.make_node("Add", [logits_in, "linear_scores"], [logits_out])]
     return nodes, inits
 
