@@ -77,18 +77,19 @@ def test_hand_written_graphs_match_keras_with_a_bag_of_words_path(pooling, bidir
     _check_hand_written_graphs(config, np.random.default_rng(7))
 
 
-@pytest.mark.parametrize("bigrams", [0, 20])
+@pytest.mark.parametrize("bigrams, vocab", [(0, 40), (20, 40), (20, 50000)])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_hand_written_graphs_match_keras_with_the_linear_tfidf_path(bidirectional, bigrams):
+def test_hand_written_graphs_match_keras_with_the_linear_tfidf_path(bidirectional, bigrams, vocab):
     """--linear tfidf (the default): the TF-IDF path's bigram lookup, term counts and norm in every
-    hand-written graph, on texts whose words and word pairs repeat."""
+    hand-written graph, on texts whose words and word pairs repeat; a vocabulary whose pair keys
+    overflow int32 (50,000 words: TFLite compares the two words one by one)."""
     from kerasrnn.linear import term_statistics
 
     rng = np.random.default_rng(11)
     train = rng.integers(3, 9, (100, 10)).astype(np.int32)
-    stats = term_statistics([train], 40, bigrams)
+    stats = term_statistics([train], vocab, bigrams)
     assert stats["bigrams_kept"] == min(bigrams, 36) or not bigrams
-    config = {"vocab_size": 40, "num_classes": 3, "max_len": 10, "embed_dim": 12, "units": 5, "num_layers": 1,
+    config = {"vocab_size": vocab, "num_classes": 3, "max_len": 10, "embed_dim": 12, "units": 5, "num_layers": 1,
               "dropout": 0.0, "pooling": "max", "bidirectional": bidirectional, "linear": "tfidf",
               "bigrams": bigrams, "linear_terms": len(stats["idf"]), "linear_slots": stats["slots"]}
     _check_hand_written_graphs(config, rng, stats)
@@ -114,6 +115,8 @@ def _check_hand_written_graphs(config: dict, rng, linear_statistics: dict | None
         model.get_layer("linear").set_statistics(linear_statistics)
         for row, length in enumerate([3, 6, 10]):  # texts whose words and pairs repeat
             ids[row, :length] = np.r_[1, rng.integers(3, 9, length - 1)]
+        ids[3, :] = 0
+        ids[3, 0] = 1  # <START> alone: a text without words
     expected = model.predict(ids, verbose=0)
     # the unrolled batch-1 copy that the quantized TFLite variants are converted from
     unrolled = rebuild(model, config, unroll=True, batch_size=1, sanitize_ids=True)
@@ -131,6 +134,10 @@ def _check_hand_written_graphs(config: dict, rng, linear_statistics: dict | None
     for build in (build_stepwise_tflite, build_fused_tflite):
         got = _tflite_answers(build(model, config), np.concatenate([ids, ids[::-1]]))  # twice, other order:
         assert np.abs(got - np.concatenate([expected, expected[::-1]])).max() <= 1e-5, build.__name__  # no state kept
+        # float16 storage: the same graph, answers within float16's rounding (a text without words
+        # included: its linear score must stay 0, not NaN)
+        got = _tflite_answers(build(model, config, np.float16), ids)
+        assert np.isfinite(got).all() and np.abs(got - expected).max() <= 0.01, (build.__name__, "float16")
         # 8-bit storage (the dynamic and int8 files): the same graph, close but not equal answers
         for weights, tables in ((np.float32, True), (np.int8, True)):
             got = _tflite_answers(build(model, config, weights, tables), ids)

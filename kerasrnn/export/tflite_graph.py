@@ -179,6 +179,8 @@ def classifier_head(g: GraphBuilder, model, features: int, width: int, ids: int,
     g.op(Op.MUL, [features, has_tokens_f], [gated], Opt.MulOptions, T.MulOptionsT())
     dense_w, dense_b, bag_table = head_weights(model)
     linear = linear_weights(model)
+    if linear is not None:  # the linear path's bias joins the Dense layer's: one ADD fewer
+        dense_b = (dense_b.astype(np.float64) + linear["bias"]).astype(np.float32)
     classes = dense_w.shape[1]
     logits, probs = g.tensor("logits_dense", [1, classes]), g.tensor("probabilities", [1, classes])
     g.op(Op.FULLY_CONNECTED, [gated, g.weight("dense/kernel", dense_w.T), g.weight("dense/bias", dense_b)],
@@ -219,89 +221,132 @@ def _bag_mean(g: GraphBuilder, table: np.ndarray, ids: int, valid: int, length: 
 
 
 def _linear_scores(g: GraphBuilder, w: dict, ids: int) -> int:
-    """[1, classes]: the linear TF-IDF path (kerasrnn.linear.TfidfLinear) in few ops (each op costs
-    TFLite a fixed overhead at batch 1, which dominates these small tensors):
+    """[1, classes]: the linear TF-IDF path (kerasrnn.linear.TfidfLinear) without its bias (the head
+    adds it to the Dense layer's), in few ops (each costs TFLite a fixed overhead at batch 1, which
+    dominates these small tensors; 28 ops here, 37 before):
 
-    - word pairs: both probe slots at once ([2, pairs]: the pairs as (first, second) and as
-      (second, first)), each slot's keys compared, the matching slot's row taken by a max (a pair is
-      stored in one slot only: cuckoo hashing);
-    - each term's count c in its text: an equality matrix of the terms, summed, as int32; the
-      sublinear factors (1 + ln c) / c and (1 + ln c)^2 / c are looked up from tables of c, not
-      computed: idf_i f(c_i) is position i's weight, sum idf_i^2 g(c_i) the squared norm;
-    - scores = (sum of weight_i x kernel row) x rsqrt(max(norm^2, 1e-24)) + bias, the same as
-      Keras's weight / max(norm, 1e-12) up to float rounding."""
-    from kerasrnn.linear import multipliers
+    - word pairs: the pairs as (first, second) and as (second, first) gathered from the ids at once
+      ([1, 2, pairs]), both probe slots computed together, each pair as one int32 key
+      first * vocab + second compared with the slot's stored key, the matching slot's row taken by
+      a max over the two (a pair is stored in one slot only: cuckoo hashing). A vocabulary too
+      large for an int32 key (over 46,340 words) compares the two words one by one instead;
+    - each term's count c in its text: an equality matrix of the terms, summed; the sublinear
+      factors f(c) = (1 + ln c) / c and g(c) = (1 + ln c)^2 / c are looked up from tables of c, not
+      computed, and idf is folded into the kernel rows: the score is sum f(c_i) x (idf x kernel)
+      row of term i, the squared norm sum g(c_i) x idf_i^2 (kerasrnn.linear.folded_tables);
+    - scores = that sum x rsqrt(norm^2). <PAD> and <START> carry an idf^2 of 1e-24 here instead of
+      0, and one of them is in every row the tokenizer writes, so a text without words gets
+      rsqrt(1e-24) x 0 = 0 (Keras: weight / max(norm, 1e-12)) without a MAXIMUM op."""
+    from kerasrnn.linear import FIRST_WORD_ID, folded_tables
 
     max_len, classes = g.tensors[ids].shape[1], w["kernel"].shape[1]
     terms, n = ids, max_len
     reshape = lambda x, shape, out: g.op(  # noqa: E731
         Op.RESHAPE, [x, g.constant(g.tensors[out].name.decode() + "_shape", np.array(shape, np.int32))], [out],
         Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=shape))
-    gather = lambda table, index, out: g.op(Op.GATHER, [table, index], [out], Opt.GatherOptions,  # noqa: E731
-                                            options(T.GatherOptionsT, axis=0))
+    gather = lambda table, index, out, axis=0: g.op(Op.GATHER, [table, index], [out], Opt.GatherOptions,  # noqa: E731
+                                                    options(T.GatherOptionsT, axis=axis))
     mul = lambda a, b, out: g.op(Op.MUL, [a, b], [out], Opt.MulOptions, T.MulOptionsT())  # noqa: E731
+    reduce = lambda kind, x, axis, out, keep: g.op(  # noqa: E731
+        kind, [x, g.constant(g.tensors[out].name.decode() + "_axis", np.array([axis], np.int32))], [out],
+        Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=keep))
+    if w["keys"] is not None:
+        n = 2 * max_len - 1
+        found = _pair_rows(g, w, ids, gather, mul, reduce) if w["vocab_size"] ** 2 < 2 ** 31 \
+            else _pair_rows_by_word(g, w, ids, gather, mul)
+        terms = g.tensor("terms", [1, n], I32)
+        g.op(Op.CONCATENATION, [ids, found], [terms], Opt.ConcatenationOptions,
+             options(T.ConcatenationOptionsT, axis=1))
+    tables = folded_tables(w, n)
+    idf_sq = tables["rows"][:, classes].copy()
+    idf_sq[:FIRST_WORD_ID - 1] = 1e-24  # <PAD>, <START>: see the docstring
+    # Shapes chosen so that no op is spent on reshapes: counts come out as [1, n, 1] (summed with
+    # keepDims), so the factors looked up by them and idf^2 looked up by the [1, n, 1] terms
+    # broadcast against the [1, n, classes] kernel rows as they are.
+    f = {name: g.tensor("term_" + name, shape, dtype) for name, shape, dtype in (
+        ("col", [1, n, 1], I32), ("same", [1, n, n], BOOL), ("same_i", [1, n, n], I32),
+        ("count", [1, n, 1], I32), ("tf", [1, n, 1], F32), ("tf_sq", [1, n, 1], F32), ("idf_sq", [1, n, 1], F32),
+        ("sq", [1, n, 1], F32), ("norm_sq", [1], F32), ("rnorm", [1], F32),
+        ("weighted", [1, n, classes], F32), ("sum", [1, classes], F32), ("scores", [1, classes], F32))}
+    reshape(terms, [1, n, 1], f["col"])
+    g.op(Op.EQUAL, [f["col"], terms], [f["same"]])  # [1, n, 1] against [1, n]: [1, n, n]
+    g.op(Op.CAST, [f["same"]], [f["same_i"]], Opt.CastOptions, options(T.CastOptionsT, inDataType=BOOL, outDataType=I32))
+    reduce(Op.SUM, f["same_i"], 2, f["count"], True)
+    gather(g.constant("term_tf_table", tables["counts"][:, 0].copy()), f["count"], f["tf"])
+    gather(g.constant("term_tf_sq_table", tables["counts"][:, classes].copy()), f["count"], f["tf_sq"])
+    # float32 in every variant: float16 would round <PAD>'s and <START>'s 1e-24 to 0 (a NaN score
+    # for a text without words, seen in the browser)
+    gather(g.constant("linear/idf_sq", idf_sq.astype(np.float32)), f["col"], f["idf_sq"])
+    mul(f["idf_sq"], f["tf_sq"], f["sq"])
+    g.op(Op.SUM, [f["sq"], g.constant("term_norm_axes", np.array([1, 2], np.int32))], [f["norm_sq"]],
+         Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=False))
+    g.op(Op.RSQRT, [f["norm_sq"]], [f["rnorm"]])
+    mul(g.lookup("term_rows", tables["rows"][:, :classes], terms, [1, n, classes]), f["tf"], f["weighted"])
+    reduce(Op.SUM, f["weighted"], 1, f["sum"], False)
+    mul(f["sum"], f["rnorm"], f["scores"])
+    return f["scores"]
+
+
+def _pair_rows(g: GraphBuilder, w: dict, ids: int, gather, mul, reduce) -> int:
+    """[1, pairs] int32: each adjacent pair's bigram row (0: not in the table), by int32 keys."""
+    from kerasrnn.linear import folded_tables, multipliers
+
+    slots, pairs = w["slots"], g.tensors[ids].shape[1] - 1
+    t = {name: g.tensor("pair_" + name, shape, dtype) for name, shape, dtype in (
+        ("a", [1, 2, pairs], I32), ("b", [1, 2, pairs], I32), ("a_mod", [1, 2, pairs], I32),
+        ("a_mul", [1, 2, pairs], I32), ("sum", [1, 2, pairs], I32), ("slot", [1, 2, pairs], I32),
+        ("a_key", [1, 2, pairs], I32), ("key", [1, 1, pairs], I32), ("stored", [1, 2, pairs], I32),
+        ("match", [1, 2, pairs], BOOL), ("row", [1, 2, pairs], I32), ("candidate", [1, 2, pairs], I32),
+        ("found", [1, pairs], I32))}
+    first, second = np.arange(pairs, dtype=np.int32), np.arange(1, pairs + 1, dtype=np.int32)
+    gather(ids, g.constant("pair_index_a", np.stack([first, second])), t["a"], 1)  # (first, second)
+    gather(ids, g.constant("pair_index_b", np.stack([second, first])), t["b"], 1)  # (second, first)
+    slots_c = g.constant("pair_slots", np.array(slots, np.int32))
+    g.op(Op.FLOOR_MOD, [t["a"], slots_c], [t["a_mod"]], Opt.FloorModOptions, T.FloorModOptionsT())
+    mul(t["a_mod"], g.constant("pair_multipliers", np.array(multipliers(slots), np.int32).reshape(1, 2, 1)), t["a_mul"])
+    g.op(Op.ADD, [t["a_mul"], t["b"]], [t["sum"]], Opt.AddOptions, T.AddOptionsT())
+    g.op(Op.FLOOR_MOD, [t["sum"], slots_c], [t["slot"]], Opt.FloorModOptions, T.FloorModOptionsT())
+    mul(t["a"], g.constant("pair_key_scale", np.array([w["vocab_size"], 1], np.int32).reshape(1, 2, 1)), t["a_key"])
+    reduce(Op.SUM, t["a_key"], 1, t["key"], True)  # first * vocab + second
+    gather(g.constant("bigram_pair_keys", folded_tables(w, 1)["pair_keys"].astype(np.int32)), t["slot"], t["stored"])
+    g.op(Op.EQUAL, [t["stored"], t["key"]], [t["match"]])
+    gather(g.constant("bigram_rows", w["rows"]), t["slot"], t["row"])
+    g.op(Op.SELECT_V2, [t["match"], t["row"], g.constant("pair_none", np.array(0, np.int32))], [t["candidate"]])
+    reduce(Op.REDUCE_MAX, t["candidate"], 1, t["found"], False)
+    return t["found"]
+
+
+def _pair_rows_by_word(g: GraphBuilder, w: dict, ids: int, gather, mul) -> int:
+    """_pair_rows for a vocabulary whose pair keys overflow int32: both words compared one by one."""
+    from kerasrnn.linear import multipliers
+
+    slots, pair = w["slots"], g.tensors[ids].shape[1] - 1
     concat = lambda parts, axis, out: g.op(Op.CONCATENATION, parts, [out], Opt.ConcatenationOptions,  # noqa: E731
                                            options(T.ConcatenationOptionsT, axis=axis))
-    if w["keys"] is not None:
-        slots, pair = w["slots"], max_len - 1
-        i = {name: g.tensor("pair_" + name, shape, dtype) for name, shape, dtype in (
-            ("first", [1, pair], I32), ("second", [1, pair], I32), ("a", [2, pair], I32), ("b", [2, pair], I32),
-            ("a_mod", [2, pair], I32), ("a_mul", [2, pair], I32), ("sum", [2, pair], I32), ("slot", [2, pair], I32),
-            ("key_first", [2, pair], I32), ("key_second", [2, pair], I32), ("eq_first", [2, pair], BOOL),
-            ("eq_second", [2, pair], BOOL), ("match", [2, pair], BOOL), ("row", [2, pair], I32),
-            ("candidate", [2, pair], I32), ("found", [1, pair], I32))}
-        size = g.constant("pair_size", np.array([1, pair], np.int32))
-        for name, begin in (("first", [0, 0]), ("second", [0, 1])):
-            g.op(Op.SLICE, [ids, g.constant(f"pair_begin_{name}", np.array(begin, np.int32)), size], [i[name]],
-                 Opt.SliceOptions, T.SliceOptionsT())
-        concat([i["first"], i["second"]], 0, i["a"])
-        concat([i["second"], i["first"]], 0, i["b"])
-        slots_c = g.constant("pair_slots", np.array(slots, np.int32))
-        g.op(Op.FLOOR_MOD, [i["a"], slots_c], [i["a_mod"]], Opt.FloorModOptions, T.FloorModOptionsT())
-        mul(i["a_mod"], g.constant("pair_multipliers", np.array(multipliers(slots), np.int32)[:, None]), i["a_mul"])
-        g.op(Op.ADD, [i["a_mul"], i["b"]], [i["sum"]], Opt.AddOptions, T.AddOptionsT())
-        g.op(Op.FLOOR_MOD, [i["sum"], slots_c], [i["slot"]], Opt.FloorModOptions, T.FloorModOptionsT())
-        gather(g.constant("bigram_keys_first", w["keys"][0]), i["slot"], i["key_first"])
-        gather(g.constant("bigram_keys_second", w["keys"][1]), i["slot"], i["key_second"])
-        g.op(Op.EQUAL, [i["key_first"], i["first"]], [i["eq_first"]])
-        g.op(Op.EQUAL, [i["key_second"], i["second"]], [i["eq_second"]])
-        g.op(Op.LOGICAL_AND, [i["eq_first"], i["eq_second"]], [i["match"]])
-        gather(g.constant("bigram_rows", w["rows"]), i["slot"], i["row"])
-        g.op(Op.SELECT_V2, [i["match"], i["row"], g.constant("pair_none", np.array(0, np.int32))], [i["candidate"]])
-        g.op(Op.REDUCE_MAX, [i["candidate"], g.constant("pair_axis", np.array([0], np.int32))], [i["found"]],
-             Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=True))
-        n = 2 * max_len - 1
-        terms = g.tensor("terms", [1, n], I32)
-        concat([ids, i["found"]], 1, terms)
-    f = {name: g.tensor("term_" + name, shape, dtype) for name, shape, dtype in (
-        ("col", [1, n, 1], I32), ("row", [1, 1, n], I32), ("same", [1, n, n], BOOL), ("same_i", [1, n, n], I32),
-        ("count", [1, n], I32), ("tf", [1, n], F32), ("tf_sq", [1, n], F32), ("idf", [1, n], F32),
-        ("weight", [1, n], F32), ("idf_sq", [1, n], F32), ("sq", [1, n], F32), ("norm_sq", [1, 1], F32),
-        ("norm_sq_safe", [1, 1], F32), ("rnorm", [1, 1], F32), ("weight_3", [1, n, 1], F32),
-        ("weighted", [1, n, classes], F32), ("sum", [1, classes], F32), ("scaled", [1, classes], F32),
-        ("scores", [1, classes], F32))}
-    reshape(terms, [1, n, 1], f["col"])
-    reshape(terms, [1, 1, n], f["row"])
-    g.op(Op.EQUAL, [f["col"], f["row"]], [f["same"]])
-    g.op(Op.CAST, [f["same"]], [f["same_i"]], Opt.CastOptions, options(T.CastOptionsT, inDataType=BOOL, outDataType=I32))
-    g.op(Op.SUM, [f["same_i"], g.constant("term_count_axis", np.array([2], np.int32))], [f["count"]],
-         Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=False))
-    c = np.arange(n + 1, dtype=np.float64)
-    c[0] = 1.0  # a count is at least 1; row 0 is never read
-    gather(g.constant("term_tf_table", ((1.0 + np.log(c)) / c).astype(np.float32)), f["count"], f["tf"])
-    gather(g.constant("term_tf_sq_table", ((1.0 + np.log(c)) ** 2 / c).astype(np.float32)), f["count"], f["tf_sq"])
-    gather(g.weight("linear/idf", w["idf"]), terms, f["idf"])
-    mul(f["idf"], f["tf"], f["weight"])
-    mul(f["idf"], f["idf"], f["idf_sq"])
-    mul(f["idf_sq"], f["tf_sq"], f["sq"])
-    g.op(Op.SUM, [f["sq"], g.constant("term_norm_axis", np.array([1], np.int32))], [f["norm_sq"]],
+    i = {name: g.tensor("pair_" + name, shape, dtype) for name, shape, dtype in (
+        ("first", [1, pair], I32), ("second", [1, pair], I32), ("a", [2, pair], I32), ("b", [2, pair], I32),
+        ("a_mod", [2, pair], I32), ("a_mul", [2, pair], I32), ("sum", [2, pair], I32), ("slot", [2, pair], I32),
+        ("key_first", [2, pair], I32), ("key_second", [2, pair], I32), ("eq_first", [2, pair], BOOL),
+        ("eq_second", [2, pair], BOOL), ("match", [2, pair], BOOL), ("row", [2, pair], I32),
+        ("candidate", [2, pair], I32), ("found", [1, pair], I32))}
+    size = g.constant("pair_size", np.array([1, pair], np.int32))
+    for name, begin in (("first", [0, 0]), ("second", [0, 1])):
+        g.op(Op.SLICE, [ids, g.constant(f"pair_begin_{name}", np.array(begin, np.int32)), size], [i[name]],
+             Opt.SliceOptions, T.SliceOptionsT())
+    concat([i["first"], i["second"]], 0, i["a"])
+    concat([i["second"], i["first"]], 0, i["b"])
+    slots_c = g.constant("pair_slots", np.array(slots, np.int32))
+    g.op(Op.FLOOR_MOD, [i["a"], slots_c], [i["a_mod"]], Opt.FloorModOptions, T.FloorModOptionsT())
+    mul(i["a_mod"], g.constant("pair_multipliers", np.array(multipliers(slots), np.int32)[:, None]), i["a_mul"])
+    g.op(Op.ADD, [i["a_mul"], i["b"]], [i["sum"]], Opt.AddOptions, T.AddOptionsT())
+    g.op(Op.FLOOR_MOD, [i["sum"], slots_c], [i["slot"]], Opt.FloorModOptions, T.FloorModOptionsT())
+    gather(g.constant("bigram_keys_first", w["keys"][0]), i["slot"], i["key_first"])
+    gather(g.constant("bigram_keys_second", w["keys"][1]), i["slot"], i["key_second"])
+    g.op(Op.EQUAL, [i["key_first"], i["first"]], [i["eq_first"]])
+    g.op(Op.EQUAL, [i["key_second"], i["second"]], [i["eq_second"]])
+    g.op(Op.LOGICAL_AND, [i["eq_first"], i["eq_second"]], [i["match"]])
+    gather(g.constant("bigram_rows", w["rows"]), i["slot"], i["row"])
+    g.op(Op.SELECT_V2, [i["match"], i["row"], g.constant("pair_none", np.array(0, np.int32))], [i["candidate"]])
+    g.op(Op.REDUCE_MAX, [i["candidate"], g.constant("pair_axis", np.array([0], np.int32))], [i["found"]],
          Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=True))
-    g.op(Op.MAXIMUM, [f["norm_sq"], g.constant("term_tiny", np.array(1e-24, np.float32))], [f["norm_sq_safe"]])
-    g.op(Op.RSQRT, [f["norm_sq_safe"]], [f["rnorm"]])
-    reshape(f["weight"], [1, n, 1], f["weight_3"])
-    mul(g.lookup("term_rows", w["kernel"], terms, [1, n, classes]), f["weight_3"], f["weighted"])
-    g.op(Op.SUM, [f["weighted"], g.constant("term_sum_axis", np.array([1], np.int32))], [f["sum"]],
-         Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=False))
-    mul(f["sum"], f["rnorm"], f["scaled"])
-    g.op(Op.ADD, [f["scaled"], g.weight("linear/bias", w["bias"])], [f["scores"]], Opt.AddOptions, T.AddOptionsT())
-    return f["scores"]
+    return i["found"]
