@@ -194,6 +194,26 @@ def fit_linear_svm(ids: np.ndarray, y: np.ndarray, stats: dict, num_classes: int
     return {"kernel": kernel, "bias": bias, "C": c, "validation_accuracy": accuracy}
 
 
+NORM_FLOOR = 1e-24  # idf^2 of <PAD> and <START> in the export graphs: see guarded_idf_sq
+
+
+def guarded_idf_sq(idf: np.ndarray) -> np.ndarray:
+    """idf^2 per term with <PAD> and <START> at NORM_FLOOR instead of 0, float32: what lets the export
+    graphs divide by the norm without a max(norm, 1e-12) op. Every other term has idf >= 1 (smooth
+    idf), so a row holding any word has a squared norm >= 1 that the floor does not move in float32;
+    a row without words holds only <PAD>/<START> terms (and pairs outside the table, row 0: <PAD>),
+    at least one, so its norm is >= 1e-12 and its score 0, as in Keras. Checked, not assumed: a
+    layer whose statistics were never set (idf 1 everywhere) is an internal error here."""
+    from kerasrnn.errors import InternalError
+
+    idf = np.asarray(idf, np.float64)
+    if np.any(idf[:FIRST_WORD_ID - 1] != 0) or np.any(idf[FIRST_WORD_ID - 1:] < 1):
+        raise InternalError("the linear path's idf is not the training statistics' (<PAD>, <START> 0, words >= 1)")
+    squared = idf * idf
+    squared[:FIRST_WORD_ID - 1] = NORM_FLOOR
+    return squared.astype(np.float32)
+
+
 def folded_tables(w: dict, positions: int) -> dict:
     """The linear path's weights (model.linear_weights) folded for graphs that gather instead of
     compute, same sums as TfidfLinear up to float rounding:

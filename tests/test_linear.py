@@ -287,3 +287,18 @@ def test_the_linear_svms_c_is_the_one_with_the_best_validation_accuracy(sms_rows
     best = max(accuracy.values())
     assert solved["C"] == min(c for c in C_GRID if accuracy[c] == best)
     assert solved["validation_accuracy"] == {f"{c:g}": pytest.approx(a) for c, a in accuracy.items()}
+
+
+def test_the_export_graphs_norm_floor_holds_only_for_trained_statistics():
+    """The ONNX and TFLite graphs divide by the norm without a guard: <PAD> and <START> get an idf^2
+    of NORM_FLOOR, exact only while every other term's idf is >= 1 (smooth idf); statistics never
+    set (idf 1 everywhere) are refused as a kerasrnn fault."""
+    from kerasrnn.errors import InternalError
+    from kerasrnn.linear import NORM_FLOOR, guarded_idf_sq, term_statistics
+
+    stats = term_statistics([np.array([[1, 5, 6, 7, 0], [1, 5, 6, 0, 0]], np.int32)], 10, 5)
+    squared = guarded_idf_sq(stats["idf"])
+    assert squared.dtype == np.float32 and np.all(squared[:2] == np.float32(NORM_FLOOR))
+    assert np.allclose(squared[2:], stats["idf"][2:] ** 2) and squared[2:].min() >= 1
+    with pytest.raises(InternalError, match="idf"):
+        guarded_idf_sq(np.ones(10, np.float32))

@@ -254,20 +254,19 @@ def _linear_scores(w: dict, max_len: int, logits_in: str, logits_out: str):
     - one gather of [idf x kernel row | idf^2] per term and one of [f(c) ... | g(c)] per count, with
       f(c) = (1 + ln c) / c and g(c) = (1 + ln c)^2 / c (kerasrnn.linear.folded_tables): their
       product summed over the positions is [sum of weighted kernel rows | squared norm];
-    - scores = sums / norm; the bias is in the Dense layer's (build_native). <PAD> and <START> carry
-      an idf^2 of 1e-24 instead of 0, and every row holds one of them after the cut to the batch's
-      length (the tokenizer's <START>, or padding), so a text without words scores 0 as in Keras
-      (weight / max(norm, 1e-12)) without a Max node."""
+    - scores = sums / norm, without a Max guard: <PAD> and <START> carry an idf^2 of 1e-24
+      (kerasrnn.linear.guarded_idf_sq says why that is exact); the bias is in the Dense layer's
+      (build_native)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from kerasrnn.linear import FIRST_WORD_ID, folded_tables, multipliers
+    from kerasrnn.linear import folded_tables, guarded_idf_sq, multipliers
 
     const = lambda name, value, dtype=np.int64: numpy_helper.from_array(np.array(value, dtype), name)  # noqa: E731
     classes = w["kernel"].shape[1]
     n = max_len if w["keys"] is None else 2 * max_len - 1
     tables = folded_tables(w, n)
     rows = tables["rows"].copy()
-    rows[:FIRST_WORD_ID - 1, classes] = 1e-24  # <PAD>, <START>: see the docstring
+    rows[:, classes] = guarded_idf_sq(w["idf"])
     inits = [numpy_helper.from_array(rows, "linear_rows"),
              numpy_helper.from_array(tables["counts"], "linear_count_factors"),
              const("lin_axis2", [2]), const("lin_classes", [classes]), const("lin_norm_end", [classes + 1])]

@@ -234,10 +234,9 @@ def _linear_scores(g: GraphBuilder, w: dict, ids: int) -> int:
       factors f(c) = (1 + ln c) / c and g(c) = (1 + ln c)^2 / c are looked up from tables of c, not
       computed, and idf is folded into the kernel rows: the score is sum f(c_i) x (idf x kernel)
       row of term i, the squared norm sum g(c_i) x idf_i^2 (kerasrnn.linear.folded_tables);
-    - scores = that sum x rsqrt(norm^2). <PAD> and <START> carry an idf^2 of 1e-24 here instead of
-      0, and one of them is in every row the tokenizer writes, so a text without words gets
-      rsqrt(1e-24) x 0 = 0 (Keras: weight / max(norm, 1e-12)) without a MAXIMUM op."""
-    from kerasrnn.linear import FIRST_WORD_ID, folded_tables
+    - scores = that sum x rsqrt(norm^2), without a MAXIMUM guard: <PAD> and <START> carry an idf^2
+      of 1e-24 (kerasrnn.linear.guarded_idf_sq says why that is exact)."""
+    from kerasrnn.linear import folded_tables, guarded_idf_sq
 
     max_len, classes = g.tensors[ids].shape[1], w["kernel"].shape[1]
     terms, n = ids, max_len
@@ -258,8 +257,7 @@ def _linear_scores(g: GraphBuilder, w: dict, ids: int) -> int:
         g.op(Op.CONCATENATION, [ids, found], [terms], Opt.ConcatenationOptions,
              options(T.ConcatenationOptionsT, axis=1))
     tables = folded_tables(w, n)
-    idf_sq = tables["rows"][:, classes].copy()
-    idf_sq[:FIRST_WORD_ID - 1] = 1e-24  # <PAD>, <START>: see the docstring
+    idf_sq = guarded_idf_sq(w["idf"])
     # Shapes chosen so that no op is spent on reshapes: counts come out as [1, n, 1] (summed with
     # keepDims), so the factors looked up by them and idf^2 looked up by the [1, n, 1] terms
     # broadcast against the [1, n, classes] kernel rows as they are.
@@ -276,7 +274,7 @@ def _linear_scores(g: GraphBuilder, w: dict, ids: int) -> int:
     gather(g.constant("term_tf_sq_table", tables["counts"][:, classes].copy()), f["count"], f["tf_sq"])
     # float32 in every variant: float16 would round <PAD>'s and <START>'s 1e-24 to 0 (a NaN score
     # for a text without words, seen in the browser)
-    gather(g.constant("linear/idf_sq", idf_sq.astype(np.float32)), f["col"], f["idf_sq"])
+    gather(g.constant("linear/idf_sq", idf_sq), f["col"], f["idf_sq"])
     mul(f["idf_sq"], f["tf_sq"], f["sq"])
     g.op(Op.SUM, [f["sq"], g.constant("term_norm_axes", np.array([1, 2], np.int32))], [f["norm_sq"]],
          Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=False))
