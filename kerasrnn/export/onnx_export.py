@@ -207,8 +207,9 @@ def _scan_layer(weights, units: int, pooling: str):
                  helper.make_node("Add", ["p_in", "h_real"], ["p_out"])]
     else:
         step.append(helper.make_node("Identity", ["p_in"], ["p_out"]))
-    f = lambda name, t=TensorProto.FLOAT: helper.make_tensor_value_info(name, t, None)  # noqa: E731
-    body = helper.make_graph(step, "scan_step", [f("h_in"), f("p_in"), f("x_t"), f("valid_t", TensorProto.BOOL)],
+    # Shapes declared: onnxruntime 1.20 refuses a Scan body whose outputs have none.
+    f = lambda name, width=units, t=TensorProto.FLOAT: helper.make_tensor_value_info(name, t, ["batch", width])  # noqa: E731
+    body = helper.make_graph(step, "scan_step", [f("h_in"), f("p_in"), f("x_t"), f("valid_t", 1, TensorProto.BOOL)],
                              [f("h_out"), f("p_out")])
     nodes.append(helper.make_node("Scan", ["scan_h0", "scan_p0", "scan_x", "scan_valid"], ["scan_h", "scan_p"],
                                   body=body, num_scan_inputs=2, scan_input_axes=[1, 1]))
