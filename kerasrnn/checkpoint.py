@@ -1,11 +1,16 @@
 """Resumable training: an epoch-end checkpoint that survives SIGKILL.
 
 While a run trains, its files live in `<parent>/.<name>.partial/`. After every completed epoch the
-callback writes, each by temporary name + rename: the weights (with optimizer state), the best
-weights so far, and state.json (epochs done, history rows, early-stopping counters). Re-running the
-same command with the same --output (or `--resume DIR`) loads them and continues with the next
-epoch: no completed epoch is lost or repeated. When training finishes, the run folder is renamed
-into place in one step and the checkpoint files are removed.
+callback writes, each by temporary name + rename: the weights (with optimizer state) as
+`last-<epoch>.weights.h5`, the best weights so far as `best-<epoch>.weights.h5` when they change, and
+last state.json (epochs done, history rows, early-stopping counters, and the names of those two
+files); then it removes the files state.json no longer names. State.json is the commit point: a kill
+at any instant leaves a state.json whose files are the ones of the epoch it counts (with one fixed
+name per file, a kill between the weights' rename and state.json's paired one epoch's weights with
+the previous epoch's count, and the resumed run trained that epoch twice). Re-running the same
+command with the same --output (or `--resume DIR`) loads them and continues with the next epoch: no
+completed epoch is lost or repeated. When training finishes, the run folder is renamed into place in
+one step and the checkpoint files are removed.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from kerasrnn.fileio import write_json_atomic
 from kerasrnn.options import MODEL_KEYS
 
 STATE = "state.json"
-LAST_WEIGHTS = "last.weights.h5"
+LAST_WEIGHTS = "last.weights.h5"  # the fixed names of checkpoints written before state.json named its files
 BEST_WEIGHTS = "best.weights.h5"
 # Options that must match to resume: anything that changes the data split, vocabulary or model.
 # The model's are options.MODEL_KEYS. A key added later needs its "off" value in ADDED_LATER, so that
@@ -37,6 +42,13 @@ def _resume_value(config: dict, key: str, missing=None):
     if key in ("bigrams", "linear_solver") and config.get("linear", ADDED_LATER["linear"]) == "none":
         return {"bigrams": 0, "linear_solver": None}[key]
     return config.get(key, missing)
+
+
+def weights_file(partial: Path, state: dict | None, kind: str) -> Path:
+    """The "last" or "best" weights file that `state` (state.json) names; the fixed name for a
+    checkpoint written before state.json named its files."""
+    name = ((state or {}).get("weights") or {}).get(kind) or {"last": LAST_WEIGHTS, "best": BEST_WEIGHTS}[kind]
+    return partial / name
 
 
 def partial_dir(out_dir: Path) -> Path:
@@ -84,12 +96,13 @@ def epoch_checkpoint(partial: Path, config: dict, early_stopping, state: dict | 
             es = self.state["early_stopping"]
             if es:
                 best = None
-                if (self.partial / BEST_WEIGHTS).is_file():
+                best_file = weights_file(self.partial, self.state, "best")
+                if best_file.is_file():
                     # The file holds the optimizer's state too: put back the last epoch's, not
                     # only its model weights, or training resumes with the best epoch's Adam moments.
                     optimizer = self.model.optimizer.variables if self.model.optimizer is not None else []
                     current, current_optimizer = self.model.get_weights(), [v.numpy() for v in optimizer]
-                    self.model.load_weights(self.partial / BEST_WEIGHTS)
+                    self.model.load_weights(best_file)
                     best = self.model.get_weights()
                     self.model.set_weights(current)
                     for variable, value in zip(optimizer, current_optimizer, strict=True):
@@ -103,16 +116,22 @@ def epoch_checkpoint(partial: Path, config: dict, early_stopping, state: dict | 
             self.state["epochs_done"] = epoch + 1
             if not write:
                 return
-            _save_weights_atomic(self.model, self.partial / LAST_WEIGHTS)
+            files = dict(self.state.get("weights") or {})
+            files["last"] = f"last-{epoch + 1}.weights.h5"
+            _save_weights_atomic(self.model, self.partial / files["last"])
             if es.improved:  # some path's best so far: the file holds every path at its best epoch
                 current = self.model.get_weights()
                 self.model.set_weights(es.best_weights)
-                _save_weights_atomic(self.model, self.partial / BEST_WEIGHTS)
+                files["best"] = f"best-{epoch + 1}.weights.h5"
+                _save_weights_atomic(self.model, self.partial / files["best"])
                 self.model.set_weights(current)
+            self.state["weights"] = files
             self.state["early_stopping"] = es.state()
             self.state["stopped"] = bool(self.model.stop_training)
             self.state["config"] = {k: self.config.get(k) for k in RESUME_KEYS}
-            write_json_atomic(self.partial / STATE, self.state)
+            write_json_atomic(self.partial / STATE, self.state)  # the commit point (module docstring)
+            for stale in _weight_files(self.partial) - {self.partial / name for name in files.values()}:
+                stale.unlink(missing_ok=True)
 
     return EpochCheckpoint(partial, config, early_stopping, state)
 
@@ -121,7 +140,12 @@ def restore(model, partial: Path, state: dict) -> None:
     """Load the last completed epoch's weights and optimizer state into a compiled model."""
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    model.load_weights(partial / LAST_WEIGHTS)
+    model.load_weights(weights_file(partial, state, "last"))
+
+
+def _weight_files(partial: Path) -> set[Path]:
+    """Every checkpoint weights file in `partial` (not the temporary ones being written)."""
+    return {p for p in partial.glob("*.weights.h5") if not p.name.startswith(".")}
 
 
 def finished(state: dict | None, epochs: int) -> bool:
@@ -129,5 +153,6 @@ def finished(state: dict | None, epochs: int) -> bool:
 
 
 def clean(partial: Path) -> None:
-    for name in (STATE, LAST_WEIGHTS, BEST_WEIGHTS):
-        (partial / name).unlink(missing_ok=True)
+    (partial / STATE).unlink(missing_ok=True)
+    for path in _weight_files(partial) | set(partial.glob(".*.tmp.weights.h5")):  # a kill can leave a temporary
+        path.unlink(missing_ok=True)

@@ -135,7 +135,7 @@ def train(config: dict) -> Path | None:
         print(f"training into {out_dir}; if interrupted, {again} to resume")
     started = time.perf_counter()
     if checkpoint.finished(state, config["epochs"]):
-        fit_model.load_weights(partial / checkpoint.BEST_WEIGHTS)  # as the early stop would have restored
+        fit_model.load_weights(checkpoint.weights_file(partial, state, "best"))  # as the early stop would have restored
         state_after = state
     else:
         state_after = fit(fit_model, config, data, partial, state, trim, chief,

@@ -360,3 +360,43 @@ def test_wrong_dtype_and_shape_get_clear_errors(tiny_exports):
             rt.check_ids(np.zeros((2, 3), np.int32))
         with pytest.raises(UserError, match="integers"):
             rt.check_ids(np.zeros((1, rt.max_len), np.float32))
+
+
+def test_a_kill_between_the_weights_and_state_json_resumes_from_the_epoch_state_json_counts(tmp_path, monkeypatch):
+    """state.json is the commit point: weights written for an epoch that state.json does not count
+    yet (a kill after the weights' rename, before state.json's) are not the ones a resume loads."""
+    import keras
+
+    from kerasrnn import checkpoint
+    from kerasrnn.model import build_model
+    from kerasrnn.paths import path_stopping
+
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(1, 50, (64, 8)).astype(np.int32), rng.integers(0, 2, 64).astype(np.int32)
+
+    def compiled():
+        model = build_model(50, 2, 8, embed_dim=4, units=4, pooling="max")
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+        return model
+
+    model = compiled()
+    early = path_stopping(model, linear=False, has_val=False, patience=5)
+    saver = checkpoint.epoch_checkpoint(tmp_path, {}, early, None)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[early, saver])
+    after_two = model.get_weights()
+
+    class Killed(Exception):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(checkpoint, "write_json_atomic", killed)  # dies before state.json of epoch 3
+    with pytest.raises(Killed):
+        model.fit(x, y, epochs=3, initial_epoch=2, batch_size=16, verbose=0, callbacks=[early, saver])
+    assert (tmp_path / "last-3.weights.h5").is_file()  # epoch 3's weights are on disk, uncounted
+    state = json.loads((tmp_path / checkpoint.STATE).read_text())
+    assert state["epochs_done"] == 2
+    resumed = compiled()
+    checkpoint.restore(resumed, tmp_path, state)
+    assert all(np.array_equal(a, b) for a, b in zip(resumed.get_weights(), after_two, strict=True))
