@@ -109,21 +109,11 @@ def test_a_checkpoint_from_before_an_option_existed_resumes_with_its_default(tmp
 def test_resume_keeps_the_last_epochs_optimizer_state_when_an_earlier_epoch_was_best(tmp_path):
     """Resuming reads the best epoch's weights for early stopping; the optimizer must keep the
     last epoch's state (Adam moments, step count), or the resumed run drifts from the straight one."""
-    import keras
-
     from kerasrnn.checkpoint import BEST_WEIGHTS, LAST_WEIGHTS, epoch_checkpoint, restore
-    from kerasrnn.model import build_model
     from kerasrnn.paths import path_stopping
 
-    rng = np.random.default_rng(0)
-    x, y = rng.integers(1, 50, (64, 8)).astype(np.int32), rng.integers(0, 2, 64).astype(np.int32)
-
-    def compiled():
-        model = build_model(50, 2, 8, embed_dim=4, units=4, pooling="max")
-        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
-        return model
-
-    model = compiled()
+    x, y = _tiny_data(0)
+    model = _compiled_tiny_model()
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
     model.save_weights(tmp_path / BEST_WEIGHTS)
     best = model.get_weights()
@@ -131,7 +121,7 @@ def test_resume_keeps_the_last_epochs_optimizer_state_when_an_earlier_epoch_was_
     model.save_weights(tmp_path / LAST_WEIGHTS)
     last, last_optimizer = model.get_weights(), [v.numpy() for v in model.optimizer.variables]
 
-    resumed = compiled()
+    resumed = _compiled_tiny_model()
     restore(resumed, tmp_path, {})
     early = path_stopping(resumed, linear=False, has_val=True, patience=3)
     early.set_model(resumed)
@@ -365,21 +355,11 @@ def test_wrong_dtype_and_shape_get_clear_errors(tiny_exports):
 def test_a_kill_between_the_weights_and_state_json_resumes_from_the_epoch_state_json_counts(tmp_path, monkeypatch):
     """state.json is the commit point: weights written for an epoch that state.json does not count
     yet (a kill after the weights' rename, before state.json's) are not the ones a resume loads."""
-    import keras
-
     from kerasrnn import checkpoint
-    from kerasrnn.model import build_model
     from kerasrnn.paths import path_stopping
 
-    rng = np.random.default_rng(1)
-    x, y = rng.integers(1, 50, (64, 8)).astype(np.int32), rng.integers(0, 2, 64).astype(np.int32)
-
-    def compiled():
-        model = build_model(50, 2, 8, embed_dim=4, units=4, pooling="max")
-        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
-        return model
-
-    model = compiled()
+    x, y = _tiny_data(1)
+    model = _compiled_tiny_model()
     early = path_stopping(model, linear=False, has_val=False, patience=5)
     saver = checkpoint.epoch_checkpoint(tmp_path, {}, early, None)
     model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[early, saver])
@@ -397,6 +377,21 @@ def test_a_kill_between_the_weights_and_state_json_resumes_from_the_epoch_state_
     assert (tmp_path / "last-3.weights.h5").is_file()  # epoch 3's weights are on disk, uncounted
     state = json.loads((tmp_path / checkpoint.STATE).read_text())
     assert state["epochs_done"] == 2
-    resumed = compiled()
+    resumed = _compiled_tiny_model()
     checkpoint.restore(resumed, tmp_path, state)
     assert all(np.array_equal(a, b) for a, b in zip(resumed.get_weights(), after_two, strict=True))
+
+
+def _tiny_data(seed: int):
+    rng = np.random.default_rng(seed)
+    return rng.integers(1, 50, (64, 8)).astype(np.int32), rng.integers(0, 2, 64).astype(np.int32)
+
+
+def _compiled_tiny_model():
+    import keras
+
+    from kerasrnn.model import build_model
+
+    model = build_model(50, 2, 8, embed_dim=4, units=4, pooling="max")
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    return model
