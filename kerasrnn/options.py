@@ -99,7 +99,8 @@ def parse_args(argv=None) -> dict:
                                                "averaged over the text, joined before the Dense layer); 0 = none")
     p.add_argument("--linear", choices=LINEAR_CHOICES,
                    help="tfidf (default): a linear model over the text's TF-IDF (words and --bigrams pairs) "
-                        "beside the RNN, trained with a hinge loss, its scores added to the RNN's; none: RNN only")
+                        "beside the RNN (a linear SVM: see --linear-solver), its scores added to the RNN's; "
+                        "none: RNN only")
     p.add_argument("--bigrams", type=int, help="word pairs in the linear path's vocabulary (the most frequent "
                                                "seen in 2+ training texts); 0: single words only")
     p.add_argument("--linear-solver", choices=LINEAR_SOLVERS,
