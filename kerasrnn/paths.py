@@ -71,6 +71,53 @@ def losses_and_metrics(classes: int):
     return paths_loss, [linear_hinge, rnn_crossentropy, linear_accuracy, rnn_accuracy]
 
 
+def linear_statistics(data, config: dict) -> dict | None:
+    """The linear path's idf and bigram table from the training split of `data` (kerasrnn.prepare.
+    Prepared; kerasrnn.linear), its solver ("solver") and, solved by LinearSVC, its weights ("svm");
+    None without a linear path. A streamed corpus is read once more for it."""
+    if config["linear"] == "none":
+        return None
+    from kerasrnn.errors import UserError
+    from kerasrnn.linear import term_statistics
+
+    if data.streamed and data.summary["validation"] == 0:  # combine_paths weighs the paths on it
+        raise UserError("--linear tfidf on a streamed corpus needs a validation split: set --val-split > 0 "
+                        "(or --linear none)")
+    from kerasrnn.stream import chunks
+
+    if data.streamed:
+        rows = (data.tokenizer.encode(text for _, text, _ in chunk) for chunk in chunks(data.corpus.rows("train"), 1024))
+    else:
+        rows = [data.arrays.x_train]
+    stats = term_statistics(rows, data.tokenizer.vocab_size, config["bigrams"])
+    stats["solver"] = linear_solver(data, config)
+    if stats["solver"] == "liblinear":
+        from kerasrnn.linear import fit_linear_svm
+
+        a = data.arrays
+        stats["svm"] = fit_linear_svm(a.x_train, a.y_train, stats, len(data.labels),
+                                      "balanced" if config["class_weight"] == "balanced" else None,
+                                      (a.x_val, a.y_val))
+    print(f"linear path: {data.tokenizer.vocab_size} words, {stats['bigrams_kept']} word pairs"
+          + (f" ({stats['bigrams_dropped']} left out: hash table full)" if stats["bigrams_dropped"] else "")
+          + (f"; LinearSVC solved it (C={stats['svm']['C']:g})" if stats["solver"] == "liblinear" and stats["svm"]["C"]
+             else "; trained in model.fit (hinge loss)" if stats["solver"] == "fit" else ""))
+    return stats
+
+
+def linear_solver(data, config: dict) -> str:
+    """How the linear path is trained (--linear-solver): liblinear needs the texts in memory."""
+    from kerasrnn.errors import UserError
+
+    solver = config["linear_solver"]
+    if solver == "auto":
+        return "fit" if data.streamed else "liblinear"
+    if solver == "liblinear" and data.streamed:
+        raise UserError("--linear-solver liblinear needs the texts in memory, and this corpus is streamed: "
+                        "use --linear-solver fit (or auto)")
+    return solver
+
+
 def path_layers(model, linear: bool) -> dict[str, list[str]]:
     """The layers (by name) whose weights belong to each path; one path 'model' without a linear one."""
     from kerasrnn.model import LINEAR

@@ -94,7 +94,7 @@ def train(config: dict) -> Path | None:
 
         tf.config.experimental.enable_op_determinism()
     # The network's arguments (options.MODEL_ARGS): the sizes the data decided, then the options.
-    statistics = linear_statistics(data, config)
+    statistics = paths.linear_statistics(data, config)
     model_config = {"vocab_size": data.tokenizer.vocab_size, "num_classes": len(data.labels),
                     "max_len": data.tokenizer.max_len,
                     "linear_terms": len(statistics["idf"]) if statistics else None,
@@ -166,52 +166,6 @@ def train(config: dict) -> Path | None:
     report["linear_baseline_cpu_seconds"] = report["linear_baseline"].pop("seconds", None)
     write_run(out_dir, partial, model, config, model_config, data, report, state_after["history"], train_seconds)
     return out_dir
-
-
-def linear_statistics(data: Prepared, config: dict) -> dict | None:
-    """The linear path's idf and bigram table from the training split (kerasrnn.linear); None
-    without one. A streamed corpus is read once more for it."""
-    if config["linear"] == "none":
-        return None
-    from kerasrnn.errors import UserError
-    from kerasrnn.linear import term_statistics
-
-    if data.streamed and data.summary["validation"] == 0:  # combine_paths weighs the paths on it
-        raise UserError("--linear tfidf on a streamed corpus needs a validation split: set --val-split > 0 "
-                        "(or --linear none)")
-    from kerasrnn.stream import chunks
-
-    if data.streamed:
-        rows = (data.tokenizer.encode(text for _, text, _ in chunk) for chunk in chunks(data.corpus.rows("train"), 1024))
-    else:
-        rows = [data.arrays.x_train]
-    stats = term_statistics(rows, data.tokenizer.vocab_size, config["bigrams"])
-    stats["solver"] = linear_solver(data, config)
-    if stats["solver"] == "liblinear":
-        from kerasrnn.linear import fit_linear_svm
-
-        a = data.arrays
-        stats["svm"] = fit_linear_svm(a.x_train, a.y_train, stats, len(data.labels),
-                                      "balanced" if config["class_weight"] == "balanced" else None,
-                                      (a.x_val, a.y_val))
-    print(f"linear path: {data.tokenizer.vocab_size} words, {stats['bigrams_kept']} word pairs"
-          + (f" ({stats['bigrams_dropped']} left out: hash table full)" if stats["bigrams_dropped"] else "")
-          + (f"; LinearSVC solved it (C={stats['svm']['C']:g})" if stats["solver"] == "liblinear" and stats["svm"]["C"]
-             else "; trained in model.fit (hinge loss)" if stats["solver"] == "fit" else ""))
-    return stats
-
-
-def linear_solver(data: Prepared, config: dict) -> str:
-    """How the linear path is trained (--linear-solver): liblinear needs the texts in memory."""
-    from kerasrnn.errors import UserError
-
-    solver = config["linear_solver"]
-    if solver == "auto":
-        return "fit" if data.streamed else "liblinear"
-    if solver == "liblinear" and data.streamed:
-        raise UserError("--linear-solver liblinear needs the texts in memory, and this corpus is streamed: "
-                        "use --linear-solver fit (or auto)")
-    return solver
 
 
 def combine_paths(model, data: Prepared) -> dict:
