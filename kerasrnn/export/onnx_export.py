@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from kerasrnn import pooling as pooling_mod
-from kerasrnn.export.onnx_recurrence import POOLS, SCAN_FROM_BATCH, rnn_operator_layers, scan_layer
+from kerasrnn.export.onnx_recurrence import POOLS, SCAN_FROM_BATCH, SCAN_POOLINGS, rnn_operator_layers, scan_layer
 from kerasrnn.model import export_weights, head_weights, linear_weights
 from kerasrnn.tokenizer import UNKNOWN_ID
 
@@ -78,7 +78,7 @@ def build_native(model, config: dict):
     inits += rnn_inits
     pooled_nodes, pooled_inits = pool(f"x_{len(layers)}", f"Yh_{len(layers) - 1}", bidirectional)
     inits += pooled_inits
-    if len(layers) == 1 and not bidirectional:
+    if len(layers) == 1 and not bidirectional and pooling in SCAN_POOLINGS:
         # onnxruntime's RNN operator is the fast path at batch 1 and slow on a batch (its cost per
         # row grows: 1.6 ms for 64 SMS-length texts where a Scan of MatMul, Add, Tanh takes 0.5);
         # an If on the batch size picks one (batches of 8 or more: the Scan), one file.
