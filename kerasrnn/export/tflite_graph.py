@@ -251,12 +251,13 @@ def _linear_scores(g: GraphBuilder, w: dict, ids: int) -> int:
         Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=keep))
     if w["keys"] is not None:
         n = 2 * max_len - 1
-        found = _pair_rows(g, w, ids, gather, mul, reduce) if w["vocab_size"] ** 2 < 2 ** 31 \
+    tables = folded_tables(w, n)
+    if w["keys"] is not None:
+        found = _pair_rows(g, w, tables["pair_keys"], ids, gather, mul, reduce) if w["vocab_size"] ** 2 < 2 ** 31 \
             else _pair_rows_by_word(g, w, ids, gather, mul)
         terms = g.tensor("terms", [1, n], I32)
         g.op(Op.CONCATENATION, [ids, found], [terms], Opt.ConcatenationOptions,
              options(T.ConcatenationOptionsT, axis=1))
-    tables = folded_tables(w, n)
     idf_sq = guarded_idf_sq(w["idf"])
     # Shapes chosen so that no op is spent on reshapes: counts come out as [1, n, 1] (summed with
     # keepDims), so the factors looked up by them and idf^2 looked up by the [1, n, 1] terms
@@ -285,9 +286,10 @@ def _linear_scores(g: GraphBuilder, w: dict, ids: int) -> int:
     return f["scores"]
 
 
-def _pair_rows(g: GraphBuilder, w: dict, ids: int, gather, mul, reduce) -> int:
-    """[1, pairs] int32: each adjacent pair's bigram row (0: not in the table), by int32 keys."""
-    from kerasrnn.linear import folded_tables, multipliers
+def _pair_rows(g: GraphBuilder, w: dict, pair_keys: np.ndarray, ids: int, gather, mul, reduce) -> int:
+    """[1, pairs] int32: each adjacent pair's bigram row (0: not in the table), by int32 keys
+    (`pair_keys`: kerasrnn.linear.folded_tables's)."""
+    from kerasrnn.linear import multipliers
 
     slots, pairs = w["slots"], g.tensors[ids].shape[1] - 1
     t = {name: g.tensor("pair_" + name, shape, dtype) for name, shape, dtype in (
@@ -306,7 +308,7 @@ def _pair_rows(g: GraphBuilder, w: dict, ids: int, gather, mul, reduce) -> int:
     g.op(Op.FLOOR_MOD, [t["sum"], slots_c], [t["slot"]], Opt.FloorModOptions, T.FloorModOptionsT())
     mul(t["a"], g.constant("pair_key_scale", np.array([w["vocab_size"], 1], np.int32).reshape(1, 2, 1)), t["a_key"])
     reduce(Op.SUM, t["a_key"], 1, t["key"], True)  # first * vocab + second
-    gather(g.constant("bigram_pair_keys", folded_tables(w, 1)["pair_keys"].astype(np.int32)), t["slot"], t["stored"])
+    gather(g.constant("bigram_pair_keys", pair_keys.astype(np.int32)), t["slot"], t["stored"])
     g.op(Op.EQUAL, [t["stored"], t["key"]], [t["match"]])
     gather(g.constant("bigram_rows", w["rows"]), t["slot"], t["row"])
     g.op(Op.SELECT_V2, [t["match"], t["row"], g.constant("pair_none", np.array(0, np.int32))], [t["candidate"]])
