@@ -49,6 +49,7 @@ DEFAULTS = {
     "workers": None,            # multiworker: "host:port,host:port,..." (or TF_CONFIG)
     "task_index": None,         # multiworker: this process's index in --workers (0 is the chief)
     "stream": False,            # read --data a row at a time (implied by a glob such as 'shards/*.csv.gz')
+    "vocab": None,              # a vocabulary file of `python -m kerasrnn.vocab`: no corpus pass before training
     "output": None,             # None: runs/<timestamp>
     "resume": None,             # run folder of an interrupted run to continue
     "verbose": None,            # None: progress bar on a terminal, one line per epoch otherwise
@@ -133,6 +134,9 @@ def parse_args(argv=None) -> dict:
     p.add_argument("--stream", action="store_true",
                    help="read --data a row at a time instead of into memory (implied by a glob pattern); "
                         "the split is then by a hash of each text")
+    p.add_argument("--vocab", metavar="FILE",
+                   help="the vocabulary file `python -m kerasrnn.vocab` made for this streamed corpus: training "
+                        "skips the passes over the whole corpus (every worker of a cluster would repeat them)")
     p.add_argument("--output", help="run folder to create (default runs/<timestamp>); "
                                     "an interrupted run with the same --output is resumed")
     p.add_argument("--resume", metavar="DIR", help="continue the interrupted run that was to write DIR")

@@ -74,7 +74,7 @@ def losses_and_metrics(classes: int):
 def linear_statistics(data, config: dict) -> dict | None:
     """The linear path's idf and bigram table from the training split of `data` (kerasrnn.prepare.
     Prepared; kerasrnn.linear), its solver ("solver") and, solved by LinearSVC, its weights ("svm");
-    None without a linear path. A streamed corpus is read once more for it."""
+    None without a linear path. A streamed corpus is read once more for it (not with a --vocab file)."""
     if config["linear"] == "none":
         return None
     from kerasrnn.errors import UserError
@@ -83,13 +83,14 @@ def linear_statistics(data, config: dict) -> dict | None:
     if data.streamed and data.summary["validation"] == 0:  # combine_paths weighs the paths on it
         raise UserError("--linear tfidf on a streamed corpus needs a validation split: set --val-split > 0 "
                         "(or --linear none)")
-    from kerasrnn.stream import chunks
+    from kerasrnn.vocab import linear_terms
 
-    if data.streamed:
-        rows = (data.tokenizer.encode(text for _, text, _ in chunk) for chunk in chunks(data.corpus.rows("train"), 1024))
+    if data.linear_terms is not None:  # from the --vocab file
+        stats = dict(data.linear_terms)
+    elif data.streamed:
+        stats = linear_terms(data.corpus, data.tokenizer, config["bigrams"])
     else:
-        rows = [data.arrays.x_train]
-    stats = term_statistics(rows, data.tokenizer.vocab_size, config["bigrams"])
+        stats = term_statistics([data.arrays.x_train], data.tokenizer.vocab_size, config["bigrams"])
     stats["solver"] = linear_solver(data, config)
     if stats["solver"] == "liblinear":
         from kerasrnn.linear import fit_linear_svm

@@ -40,6 +40,7 @@ class Prepared:
     train_counts: np.ndarray    # training texts per label (float), for --class-weight balanced
     arrays: Arrays | None = None
     corpus: object | None = None  # kerasrnn.stream.Corpus
+    linear_terms: dict | None = None  # the linear path's idf and word pairs, when a --vocab file has them
 
     @property
     def streamed(self) -> bool:
@@ -52,6 +53,11 @@ def prepare_data(config: dict) -> Prepared:
 
     if config["stream"] or is_glob(config["data"]) or is_glob(config["test_data"]):
         return prepare_stream(config)
+    if config.get("vocab"):
+        from kerasrnn.errors import UserError
+
+        raise UserError("--vocab goes with a streamed corpus (a glob of shards, or --stream): in memory the "
+                        "vocabulary is learned on the stratified training split")
     return prepare_in_memory(config)
 
 
@@ -100,20 +106,28 @@ def prepare_in_memory(config: dict) -> Prepared:
 
 
 def prepare_stream(config: dict) -> Prepared:
-    """The streamed counterpart of prepare_in_memory: one pass for labels, split sizes and vocabulary."""
+    """The streamed counterpart of prepare_in_memory: one pass for labels, split sizes and vocabulary,
+    or none with a --vocab file (kerasrnn.vocab), which holds what that pass finds."""
+    from kerasrnn import vocab
     from kerasrnn.errors import UserError
-    from kerasrnn.stream import Corpus, shard_files
 
-    corpus = Corpus(shard_files(config["data"]), shard_files(config["test_data"]) if config["test_data"] else None,
-                    config["text_column"], config["label_column"], config["val_split"], config["test_split"])
-    scan = corpus.scan(config["vocab_size"], config["max_len"], min_count=config["min_count"], count_cap=max(200_000, 20 * config["vocab_size"]))
+    corpus = vocab.corpus_for(config)
+    terms = None
+    if config.get("vocab"):
+        found = vocab.load(config["vocab"], corpus, config)
+        corpus.sizes, corpus.skipped_blank, terms = found["sizes"], found["blank_texts_skipped"], found["linear_terms"]
+        print(f"vocabulary: {config['vocab']} ({len(found['words'])} words, max_len {found['max_len']}); "
+              "the corpus is not scanned")
+    else:
+        found = vocab.scan(corpus, config)
     if corpus.sizes["test"] == 0:
         raise UserError(f"{corpus.source}: no text fell in the test split; add data, raise --test-split "
                         "or pass --test-data")
-    if scan["words_pruned"]:
-        print(f"vocabulary: {scan['words_pruned']} rare words dropped while counting (bounded memory)")
-    labels, sizes = scan["labels"], corpus.sizes
+    if found["words_pruned"]:
+        print(f"vocabulary: {found['words_pruned']} rare words dropped while counting (bounded memory)")
+    labels, sizes = found["labels"], corpus.sizes
     summary = {"source": corpus.source, "rows_used": sum(sizes.values()), "blank_texts_skipped": corpus.skipped_blank,
                **sizes, "streamed": corpus.describe()}
-    train_counts = np.array([scan["label_counts"].get(lab, 0) for lab in labels], float)
-    return Prepared(Tokenizer(scan["words"], scan["max_len"]), labels, summary, train_counts, corpus=corpus)
+    train_counts = np.array([found["label_counts"].get(lab, 0) for lab in labels], float)
+    return Prepared(Tokenizer(found["words"], found["max_len"]), labels, summary, train_counts, corpus=corpus,
+                    linear_terms=terms)
