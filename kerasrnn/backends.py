@@ -56,23 +56,23 @@ def _tensorflow_has_gpu() -> bool:
 
 
 def choose_training_backend(requested: str, distribute: str) -> str:
-    """`--backend auto`: KERAS_BACKEND if the user set it; tensorflow for --distribute; else JAX when it
-    is installed (unless only TensorFlow can see a GPU); else tensorflow."""
+    """`--backend auto`: KERAS_BACKEND if the user set it; else JAX when it is installed (unless only
+    TensorFlow can see a GPU); else tensorflow. --distribute runs on JAX or TensorFlow."""
     if requested == "auto":
         if "keras" in sys.modules:
             return sys.modules["keras"].backend.backend()
         requested = os.environ.get("KERAS_BACKEND", "")
         if not requested:
-            if distribute != "none" or not installed("jax"):
+            if not installed("jax"):
                 return "tensorflow"
             if not _machine_has_gpu():
                 return "jax"
             return "jax" if _jax_has_gpu() or not _tensorflow_has_gpu() else "tensorflow"
     if requested not in BACKENDS:
         raise UserError(f"backend {requested!r} (from --backend or KERAS_BACKEND) is not one of {', '.join(BACKENDS)}")
-    if distribute != "none" and requested != "tensorflow":
-        raise UserError(f"--distribute {distribute} runs on tf.distribute: use --backend tensorflow "
-                        f"(or leave it on auto), not {requested}")
+    if distribute != "none" and requested not in ("jax", "tensorflow"):
+        raise UserError(f"--distribute {distribute} runs on JAX (Keras's distribution API) or TensorFlow "
+                        f"(tf.distribute): use --backend jax, tensorflow or auto, not {requested}")
     if not installed(requested):
         raise UserError(f"--backend {requested}: the {requested} package is not installed; "
                         f"pip install {'jax[cpu]' if requested == 'jax' else requested} or choose another backend")

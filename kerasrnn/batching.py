@@ -102,6 +102,26 @@ def numpy_batches(x, y, batch_size: int, seed: int, sample_weight=None, first_ep
             yield (ids[:, :width], y[rows]) + (() if sample_weight is None else (sample_weight[rows],))
 
 
+def worker_batches(x, y, batch_size: int, seed: int | None, sample_weight=None, first_epoch: int = 0,
+                   epochs: int = 1, trim: str | None = None, worker: int = 0, workers: int = 1):
+    """One data-parallel worker's share of numpy_batches: of every global batch of `batch_size` rows,
+    rows [worker * b, (worker + 1) * b) with b = batch_size / workers. Every worker holds the same
+    arrays, so all cut each batch to the same width (that of the global batch), and the global batch
+    the workers assemble is the one a single process would train on. The last batch of an epoch is
+    filled up with the epoch's first rows: every worker's batch must have the same shape.
+    `seed` None: the rows in order (validation), the same every epoch."""
+    lengths = trim_lengths(x.shape[1], trim)
+    local, steps = batch_size // workers, steps_per_epoch(len(x), batch_size)
+    for epoch in range(first_epoch, max(epochs, first_epoch + 1)):
+        order = np.arange(len(x)) if seed is None else np.random.default_rng(epoch_seed(seed, epoch)).permutation(len(x))
+        order = np.resize(order, steps * batch_size)  # repeats the first rows to fill the last batch
+        for step in range(steps):
+            batch = order[step * batch_size:(step + 1) * batch_size]
+            width = trimmed_width(x[batch], lengths)
+            rows = batch[worker * local:(worker + 1) * local]
+            yield (x[rows, :width], y[rows]) + (() if sample_weight is None else (sample_weight[rows],))
+
+
 def stream_dataset(batches_of_epoch, epochs: range, width: int | None, weighted: bool):
     """Batches from a generator, epoch after epoch: tf.data when TensorFlow is installed (what
     tf.distribute shards), the plain generator otherwise (Keras takes one under JAX and torch)."""

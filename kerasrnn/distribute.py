@@ -1,9 +1,10 @@
-"""Training on several devices or machines with tf.distribute (TensorFlow backend only).
+"""Training on several devices or machines: the cluster settings both backends share, and the
+tf.distribute path (`--backend tensorflow`; JAX's is kerasrnn.data_parallel).
 
-- `--distribute mirrored`: MirroredStrategy over every GPU of this host (or `--replicas` logical CPUs).
-- `--distribute multiworker`: MultiWorkerMirroredStrategy over the processes named in TF_CONFIG,
-  or in `--workers host:port,...` with `--task-index` (which build TF_CONFIG). Worker 0 (or the
-  task of type 'chief') is the chief: it alone writes checkpoints, the run folder and metrics.
+- `--distribute mirrored`: every GPU of this host (or `--replicas` logical CPUs).
+- `--distribute multiworker`: one process per worker, named in TF_CONFIG or in `--workers
+  host:port,...` with `--task-index` (which build TF_CONFIG). Worker 0 (or the task of type
+  'chief') is the chief: it alone writes checkpoints, the run folder and metrics.
 
 `--batch-size` is the global batch in every mode: each of N replicas computes 1/N of it and the
 gradients are averaged, so one command gives the same model on any number of workers.
@@ -54,16 +55,24 @@ def is_chief(tf_config: dict | None) -> bool:
     return task["type"] == "worker" and int(task["index"]) == 0
 
 
+def process_addresses(tf_config: dict) -> tuple[list[str], int]:
+    """Every process of the cluster in order (the chief first, then the workers) and this one's place
+    in it: JAX's distributed runtime numbers its processes from 0 and coordinates from process 0."""
+    cluster, task = tf_config["cluster"], tf_config["task"]
+    chiefs = list(cluster.get("chief", []))
+    if task["type"] not in ("chief", "worker"):
+        raise UserError(f"TF_CONFIG: task type {task['type']!r} has no place in data-parallel training; "
+                        "use 'chief' and 'worker' tasks")
+    index = int(task["index"]) + (len(chiefs) if task["type"] == "worker" else 0)
+    return chiefs + list(cluster.get("worker", [])), index
+
+
 def strategy_for(config: dict):
-    """The tf.distribute strategy of --distribute, or None."""
+    """The tf.distribute strategy of --distribute on the TensorFlow backend, or None."""
     import keras
 
-    if config["distribute"] == "none":
+    if config["distribute"] == "none" or keras.backend.backend() != "tensorflow":
         return None
-    from kerasrnn.errors import UserError
-
-    if keras.backend.backend() != "tensorflow":
-        raise UserError(f"--distribute {config['distribute']} needs KERAS_BACKEND=tensorflow")
     import tensorflow as tf
 
     if config["distribute"] == "multiworker":

@@ -13,6 +13,8 @@ with the same errors as in memory).
   token counts by kerasrnn.max_len, the rule of the in-memory path too.
 - Batches: shards are read in sorted order, examples shuffled through a seeded buffer of
   `SHUFFLE_BUFFER` per epoch (seed from (seed, epoch): a resumed run sees the same batches).
+- Data-parallel workers (`worker_part`): each reads its own shards, or its own rows when there are
+  fewer shards than workers, and feeds a fixed number of batches per epoch (`batches(steps=...)`).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import itertools
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +94,8 @@ class Corpus:
     test_split: float = 0.2
     sizes: dict = field(default_factory=dict)
     skipped_blank: int = 0
+    stride: tuple[int, int] = (0, 1)  # (k, n): read only row k of every n of --data (worker_part's fallback)
+    rows_read: Counter = field(default_factory=Counter)  # rows yielded by rows(), per split
 
     @property
     def source(self) -> str:
@@ -110,8 +114,10 @@ class Corpus:
     def rows(self, split: str):
         """(where, text, label) of one split, in file order; blank texts skipped."""
         separate_test = split == "test" and self.test_files is not None
-        for where, text, label in self._read(self.test_files if separate_test else self.files):
-            if text.strip() and (separate_test or self._split(text) == split):
+        k, n = (0, 1) if separate_test else self.stride
+        for row, (where, text, label) in enumerate(self._read(self.test_files if separate_test else self.files)):
+            if row % n == k and text.strip() and (separate_test or self._split(text) == split):
+                self.rows_read[split] += 1
                 yield where, text, label
 
     def scan(self, vocab_size: int, max_len: int | None, count_cap: int, delim_regex: str = DELIM_REGEX,
@@ -156,12 +162,17 @@ class Corpus:
                 "words": words, "words_pruned": counter.pruned}
 
     def batches(self, split: str, tokenizer: Tokenizer, label_index: dict, batch_size: int,
-                seed: int | None = None, lengths: list[int] | None = None, weights: np.ndarray | None = None):
+                seed: int | None = None, lengths: list[int] | None = None, weights: np.ndarray | None = None,
+                steps: int | None = None):
         """(ids, labels[, weights]) batches of one pass over a split; shuffled through a buffer if seeded.
-        Labels are known: scan took them from every row of --data and checked --test-data's."""
+        Labels are known: scan took them from every row of --data and checked --test-data's.
+        `steps`: exactly that many full batches instead, topped up with the pass's first rows if the
+        split runs out (data-parallel workers must all feed as many batches of the same shape)."""
         rows = self.rows(split)
         if seed is not None:
             rows = _buffer_shuffle(rows, SHUFFLE_BUFFER, random.Random(seed))
+        if steps is not None:
+            rows = itertools.islice(self._topped_up(rows, split), steps * batch_size)
         for chunk in chunks(rows, batch_size):
             ids = tokenizer.encode(text for _, text, _ in chunk)
             y = np.array([label_index[label] for _, _, label in chunk], np.int32)
@@ -170,9 +181,41 @@ class Corpus:
                 ids = ids[:, : trimmed_width(ids, lengths)]
             yield (ids, y) if weights is None else (ids, y, weights[y].astype(np.float32))
 
+    def _topped_up(self, rows, split: str):
+        """The rows of one pass over a split, then its first rows again and again: a part
+        smaller than an epoch's share is topped up from memory (at most SHUFFLE_BUFFER rows, the
+        memory the shuffle takes anyway) instead of being read again. An empty part is an error."""
+        kept = []
+        for item in rows:
+            if len(kept) < SHUFFLE_BUFFER:
+                kept.append(item)
+            yield item
+        if not kept:
+            raise UserError(f"{self.source}: this worker's part has no {split} texts; give the corpus more "
+                            "shards or rows, or raise the split fraction")
+        yield from itertools.cycle(kept)
+
     def describe(self) -> dict:
         return {"files": [str(f) for f in self.files], "test_files": [str(f) for f in self.test_files or []],
                 "split": "hash of each text (blake2b)"}
+
+
+def worker_part(corpus: Corpus, worker: int, workers: int) -> Corpus:
+    """What one of `workers` data-parallel workers reads of --data: whole shards, dealt out by size
+    (largest first, each to the worker with the fewest bytes so far; ties to the lower index), so each
+    shard is read by one worker per epoch. With fewer shards than workers, every shard is parsed by
+    every worker and each keeps row k of every `workers` (its tokenizing and training still shrink)."""
+    if workers == 1:
+        return replace(corpus, rows_read=Counter())
+    if len(corpus.files) < workers:
+        return replace(corpus, stride=(worker, workers), rows_read=Counter())
+    loads, mine = [0] * workers, []
+    for path in sorted(corpus.files, key=lambda p: (-p.stat().st_size, str(p))):
+        k = min(range(workers), key=lambda i: (loads[i], i))
+        loads[k] += path.stat().st_size
+        if k == worker:
+            mine.append(path)
+    return replace(corpus, files=sorted(mine), rows_read=Counter())
 
 
 def chunks(items, size: int):

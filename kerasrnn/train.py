@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 import time
 import warnings
 from datetime import datetime
@@ -34,6 +35,10 @@ def prepare_device(config: dict) -> None:
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
     config["backend"] = backends.choose_training_backend(config["backend"], config["distribute"])
     backends.use(config["backend"], "training")
+    if config["backend"] == "jax":
+        from kerasrnn.data_parallel import configure_devices
+
+        configure_devices(config)
 
 
 def new_output_dir(config: dict) -> Path:
@@ -81,6 +86,11 @@ def train(config: dict) -> Path | None:
         raise UserError(f"{out_dir}: a multi-worker run cannot be resumed (other hosts cannot see the checkpoint "
                         f"in {partial}); choose another --output")
     data = prepare_data(config)  # all input checks happen here, before anything is written
+    workers = None  # JAX's data-parallel run (kerasrnn.data_parallel); tf.distribute's is `strategy` below
+    if config["distribute"] != "none" and config["backend"] == "jax":
+        from kerasrnn import data_parallel
+
+        workers = data_parallel.start(config, tf_config)
 
     import keras
 
@@ -124,6 +134,8 @@ def train(config: dict) -> Path | None:
                 fit_model = path_outputs(model)
                 loss, metrics = paths.losses_and_metrics(len(data.labels))
         fit_model.compile(optimizer=make_optimizer(config, data.summary["train"]), loss=loss, metrics=metrics)
+    if workers is not None and workers.devices > 1:
+        data_parallel.reduce_once_per_step(fit_model)
 
     if chief:
         partial.mkdir(parents=True, exist_ok=True)
@@ -139,67 +151,27 @@ def train(config: dict) -> Path | None:
         state_after = state
     else:
         state_after = fit(fit_model, config, data, partial, state, trim, chief,
-                          two_paths=bool(statistics) and statistics["solver"] == "fit")
+                          two_paths=bool(statistics) and statistics["solver"] == "fit", workers=workers)
     train_seconds = time.perf_counter() - started  # this invocation's training (a resumed run: since resuming)
+    if workers is not None:  # every worker's input work, in config.json; the chief then works alone
+        from kerasrnn.model import rebuild
+
+        config["data_parallel"] = data_parallel.finish(workers, data, config)
+        model = rebuild(model, model_config)  # on every process: reading distributed weights is collective
     if not chief:
         print(f"worker {tf_config['task']['index']}: training done; the chief writes {out_dir}")
         return None
 
-    from kerasrnn.metrics import classification_report
+    from kerasrnn.evaluate import evaluate
     from kerasrnn.run_writer import write_run
 
-    if trim or strategy is not None:  # a fixed-length model outside any distribution strategy
+    if (trim or strategy is not None) and workers is None:  # a fixed-length model outside any distribution
         from kerasrnn.model import rebuild
 
         model = rebuild(model, model_config)
-    combination = None
-    if statistics:
-        combination = {**combine_paths(model, data), "linear_solver": statistics["solver"]}
-        if statistics["solver"] == "liblinear":
-            combination["linear_svm"] = {k: statistics["svm"][k] for k in ("C", "validation_accuracy")}
-    y_true, y_pred = predict_test(model, data, partial)
-    report = classification_report(y_true, y_pred, data.labels)
-    if combination:
-        report["paths"] = combination
-    report["linear_baseline"] = run_baseline(data)
-    # Its time goes to config.json with the other timings: metrics.json stays byte-reproducible.
-    report["linear_baseline_cpu_seconds"] = report["linear_baseline"].pop("seconds", None)
+    report = evaluate(model, data, partial, statistics)
     write_run(out_dir, partial, model, config, model_config, data, report, state_after["history"], train_seconds)
     return out_dir
-
-
-def combine_paths(model, data: Prepared) -> dict:
-    """Weigh the RNN's logits against the linear path's on the validation split (the training split
-    when there is none) and fold the weight and a temperature into the model (kerasrnn.paths)."""
-    from kerasrnn import paths
-    from kerasrnn.stream import chunks
-
-    if data.summary["validation"] > 0:
-        split = "validation"
-        if data.streamed:
-            pairs = [(t, data.labels.index(lab)) for chunk in chunks(data.corpus.rows("validation"), 4096)
-                     for _, t, lab in chunk]
-            x, y = data.tokenizer.encode(t for t, _ in pairs), np.array([lab for _, lab in pairs])
-        else:
-            x, y = data.arrays.x_val, data.arrays.y_val
-    else:
-        split = "training"
-        x, y = data.arrays.x_train, data.arrays.y_train
-    out = {**paths.combine(model, x, y, len(data.labels)), "chosen_on": split}
-    print(f"paths: RNN logits weighted {out['rnn_weight']:g} against the linear path's, temperature "
-          f"{out['temperature']:.3g} ({split} accuracy: linear {out['linear_path_accuracy']:.4f}, RNN "
-          f"{out['rnn_path_accuracy']:.4f}, together {out['accuracy']:.4f})")
-    return out
-
-
-def run_baseline(data: Prepared) -> dict:
-    """The linear baseline on the same split (kerasrnn.baseline); a streamed corpus is not in memory."""
-    from kerasrnn.baseline import NAME, linear_baseline
-
-    if data.arrays is None:
-        return {"model": NAME, "skipped": "streamed data (the baseline needs the texts in memory)"}
-    a = data.arrays
-    return linear_baseline(a.train_texts, a.y_train, a.test_texts, a.y_test, data.labels)
 
 
 def make_optimizer(config: dict, train_examples: int):
@@ -223,61 +195,44 @@ def balanced_class_weights(train_counts: np.ndarray) -> np.ndarray:
 
 
 def fit(model, config: dict, data: Prepared, partial: Path, state: dict | None, trim: str | None,
-        chief: bool = True, two_paths: bool = False) -> dict:
+        chief: bool = True, two_paths: bool = False, workers=None) -> dict:
     """model.fit from the checkpointed epoch on, with early stopping (`two_paths`: each path's own,
     kerasrnn.paths); the checkpoint state after it."""
-    import keras
-
     from kerasrnn.batching import fit_inputs
     from kerasrnn.checkpoint import epoch_checkpoint
     from kerasrnn.paths import path_stopping
 
     first_epoch = state["epochs_done"] if state else 0
     class_weights = balanced_class_weights(data.train_counts) if config["class_weight"] == "balanced" else None
-    inputs = fit_inputs(data, config["batch_size"], config["seed"], first_epoch, config["epochs"], trim,
-                        class_weights)
-    if config["distribute"] != "none":
+    if workers is not None:  # JAX: this worker's rows of every global batch
+        from kerasrnn.data_parallel import fit_inputs as worker_inputs
+
+        inputs = worker_inputs(data, config, workers, first_epoch, trim, class_weights)
+    else:
+        inputs = fit_inputs(data, config["batch_size"], config["seed"], first_epoch, config["epochs"], trim,
+                            class_weights)
+    if config["distribute"] != "none" and workers is None:  # tf.distribute
         from kerasrnn.distribute import prepare_model, shard_by_data
 
         prepare_model(model, None if trim else data.tokenizer.max_len, class_weights is not None)
-    if config["distribute"] == "multiworker":
-        inputs["x"] = shard_by_data(inputs["x"])
-        if inputs.get("validation_data") is not None:
-            inputs["validation_data"] = shard_by_data(inputs["validation_data"])
+        if config["distribute"] == "multiworker":
+            inputs["x"] = shard_by_data(inputs["x"])
+            if inputs.get("validation_data") is not None:
+                inputs["validation_data"] = shard_by_data(inputs["validation_data"])
     has_val = data.summary["validation"] > 0
     early = path_stopping(model, two_paths, has_val, config["patience"])
-    saver = epoch_checkpoint(partial, config, early, state, write=chief)
     verbose = config["verbose"] if config["verbose"] is not None else (1 if sys.stdout.isatty() else 2)
-    with warnings.catch_warnings():
+    # Under JAX, saving or setting distributed weights is a collective: every process must take part.
+    # A worker other than the chief saves too, into a folder of its own that goes when fit ends.
+    scratch = tempfile.TemporaryDirectory(prefix="kerasrnn-worker-") if workers and not chief else None
+    with scratch or contextlib.nullcontext(), warnings.catch_warnings():
+        saver = epoch_checkpoint(Path(scratch.name) if scratch else partial, config, early, state,
+                                 write=chief or scratch is not None)
         # Keras warns that fit's default shuffle=True is ignored for a tf.data input: ours is shuffled.
         warnings.filterwarnings("ignore", message=".*shuffle=True.*")
         model.fit(**inputs, epochs=config["epochs"], initial_epoch=saver.state["epochs_done"],
-                  callbacks=[early, saver], verbose=verbose)
+                  callbacks=[early, saver] + ([workers.clock()] if workers else []), verbose=verbose)
     return saver.state
-
-
-def predict_test(model, data: Prepared, partial: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Test labels and predictions; the test split is written into the run as it is predicted
-    (streamed: a chunk at a time, the texts are not in memory)."""
-    from kerasrnn import run as R
-    from kerasrnn.fileio import open_atomic
-    from kerasrnn.run_writer import test_split_line
-    from kerasrnn.stream import chunks
-
-    labels = data.labels
-    with open_atomic(partial / R.SPLIT_FILE, "w") as split_file:
-        if not data.streamed:
-            a = data.arrays
-            split_file.writelines(test_split_line(t, labels[int(y)]) for t, y in zip(a.test_texts, a.y_test))
-            return a.y_test, model.predict(a.x_test, batch_size=256, verbose=0).argmax(axis=1)
-        index = {lab: i for i, lab in enumerate(labels)}
-        y_true, y_pred = [], []
-        for chunk in chunks(data.corpus.rows("test"), 1024):
-            split_file.writelines(test_split_line(text, label) for _, text, label in chunk)
-            y_true.append(np.array([index[label] for _, _, label in chunk], np.int32))
-            ids = data.tokenizer.encode(text for _, text, _ in chunk)
-            y_pred.append(model.predict(ids, batch_size=256, verbose=0).argmax(axis=1))
-    return np.concatenate(y_true), np.concatenate(y_pred)
 
 
 def main(argv=None) -> int:

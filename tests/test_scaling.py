@@ -31,6 +31,7 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _train_two_workers(args: list[str], out) -> list[subprocess.CompletedProcess]:
+    """Two worker processes over loopback, started together; their results once both have ended."""
     workers = ",".join(f"127.0.0.1:{p}" for p in _free_ports(2))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-m", "kerasrnn.train", *args, "--output", str(out),
@@ -72,12 +73,12 @@ MULTIWORKER_TOLERANCE = 1e-4
 
 
 @pytest.mark.slow
-def test_two_workers_on_loopback_train_like_one_process(tmp_path, tiny_csv):
+def test_two_tensorflow_workers_on_loopback_train_like_one_process(tmp_path, tiny_csv):
     out = tmp_path / "two"
-    procs = _train_two_workers(["--data", str(tiny_csv), *TWO_EPOCHS], out)
+    procs = _train_two_workers(["--data", str(tiny_csv), *TWO_EPOCHS, "--backend", "tensorflow"], out)
     for p in procs:
         assert p.returncode == 0, p.stderr[-3000:]
-    assert "replicas: 2" in procs[0].stdout
+    assert "CollectiveAllReduceStrategy, replicas: 2" in procs[0].stdout  # tf.distribute, not JAX
     assert "the chief writes" in procs[1].stdout
     single = tmp_path / "one"
     proc = run_cli(["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(single), *TWO_EPOCHS,
@@ -103,7 +104,11 @@ def test_multiworker_option_errors(tmp_path, tiny_csv):
         ([*base, "--output", str(tmp_path / "c"), "--workers", "localhost", "--task-index", "0"], "not host:port"),
         ([*base, "--workers", "127.0.0.1:1", "--task-index", "0"], "needs --output"),
         ([*base, "--output", str(tmp_path / "d"), "--workers", "127.0.0.1:1", "--task-index", "0",
-          "--backend", "jax"], "--backend tensorflow"),
+          "--backend", "torch"], "runs on JAX"),
+        (["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(tmp_path / "f"), "--distribute", "mirrored",
+          "--replicas", "2", "--batch-size", "31"], "multiple of the 2 devices"),
+        (["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(tmp_path / "g"), "--vocab", "v.json"],
+         "--vocab goes with a streamed corpus"),
         (["-m", "kerasrnn.train", "--data", str(tiny_csv), "--output", str(tmp_path / "e"), "--task-index", "1"],
          "go with --distribute multiworker"),
     ]
@@ -112,6 +117,118 @@ def test_multiworker_option_errors(tmp_path, tiny_csv):
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr[-500:])
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def _worker_summary(run) -> dict:
+    return json.loads((run / "config.json").read_text())["data_parallel"]
+
+
+@pytest.mark.slow
+def test_two_jax_workers_in_memory_match_one_process_on_two_devices(tmp_path, tiny_csv):
+    """Two processes over loopback (JAX's distributed runtime, CPU collectives) and one process with
+    two XLA host devices train on the same global batches: the same model to float rounding."""
+    args = ["--data", str(tiny_csv), *TWO_EPOCHS, "--linear", "none"]  # the RNN alone decides the outputs
+    procs = _train_two_workers(args, tmp_path / "two")
+    for p in procs:
+        assert p.returncode == 0, p.stderr[-3000:]
+    assert "JAX DataParallel, replicas: 2 in 2 process(es)" in procs[0].stdout
+    assert "the chief writes" in procs[1].stdout
+    proc = run_cli(["-m", "kerasrnn.train", *args, "--output", str(tmp_path / "one"), "--distribute", "mirrored",
+                    "--replicas", "2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "replicas: 2 in 1 process(es)" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
+    config = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert config["backend"] == "jax" and config["distribute"] == "multiworker"
+    summary = config["data_parallel"]
+    assert summary["processes"] == 2 and summary["rows_per_worker_batch"] == 16 and len(summary["workers"]) == 2
+    texts = [json.loads(line)["text"] for line in (tmp_path / "one" / "test_split.jsonl").read_text().splitlines()]
+    diff = np.abs(_probabilities(tmp_path / "two", texts) - _probabilities(tmp_path / "one", texts)).max()
+    assert diff <= MULTIWORKER_TOLERANCE, diff
+
+
+@pytest.mark.slow
+def test_two_jax_workers_read_half_a_shard_glob_each(tmp_path, sms_rows):
+    """The Done-when of scaling out: a vocabulary file made once, two workers each reading their own
+    shards, one run folder, accuracy within 2 points of one process with the same flags."""
+    folder = _shards(tmp_path, sms_rows[:2000], 4)
+    pattern = str(folder / "part-*.csv*")
+    vocab = tmp_path / "vocab.json"
+    proc = run_cli(["-m", "kerasrnn.vocab", "--data", pattern, "--output", str(vocab), "--vocab-size", "1500",
+                    "--max-len", "24"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = ["--data", pattern, "--vocab", str(vocab), *TINY, "--epochs", "3"]
+    procs = _train_two_workers(args, tmp_path / "two")
+    for p in procs:
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert "the corpus is not scanned" in p.stdout
+    proc = run_cli(["-m", "kerasrnn.train", *args, "--output", str(tmp_path / "one")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert config["backend"] == "jax" and config["data_summary"]["train"] == json.loads(
+        (tmp_path / "one" / "config.json").read_text())["data_summary"]["train"]
+    train_rows = config["data_summary"]["train"]
+    workers = config["data_parallel"]["workers"]
+    assert [w["files"] for w in workers] == [2, 2]  # four shards, two each
+    read = [w["training_rows_read_per_epoch"] for w in workers]
+    assert sum(read) == pytest.approx(train_rows, abs=1) and all(0.4 < r / train_rows < 0.6 for r in read), read
+    accuracy = [json.loads((tmp_path / r / "metrics.json").read_text())["accuracy"] for r in ("two", "one")]
+    assert abs(accuracy[0] - accuracy[1]) <= 0.02, accuracy
+    # The vocabulary file belongs to its shards: a changed shard is refused, naming the file.
+    with open(folder / "part-01.csv", "a", encoding="utf-8") as f:
+        f.write("one more text,ham\n")
+    proc = run_cli(["-m", "kerasrnn.train", *args, "--output", str(tmp_path / "stale")])
+    assert proc.returncode == 2 and "vocab.json: made from other files" in proc.stderr
+    assert not (tmp_path / "stale").exists()
+
+
+def test_worker_part_deals_shards_by_size_or_rows(tmp_path):
+    from kerasrnn.stream import Corpus, worker_part
+
+    sizes = [500, 400, 300, 200, 100]
+    files = []
+    for k, size in enumerate(sizes):
+        path = tmp_path / f"s{k}.csv"
+        path.write_text("text,label\n" + "x" * size + ",a\n")
+        files.append(path)
+    corpus = Corpus(files)
+    parts = [worker_part(corpus, i, 2) for i in range(2)]
+    assert [[f.name for f in p.files] for p in parts] == [["s0.csv", "s3.csv", "s4.csv"], ["s1.csv", "s2.csv"]]
+    three = [worker_part(corpus, i, 3) for i in range(3)]
+    assert sorted(f.name for p in three for f in p.files) == [f.name for f in files]  # each shard read once
+    rows = tmp_path / "rows.csv"
+    rows.write_text("text,label\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(10)))
+    one_file = Corpus([rows], val_split=0.0, test_split=0.0)
+    seen = [[t for _, t, _ in worker_part(one_file, i, 3).rows("train")] for i in range(3)]
+    assert seen[0] == ["text 0", "text 3", "text 6", "text 9"] and sorted(sum(seen, [])) == sorted(
+        t for _, t, _ in one_file.rows("train"))
+
+
+def test_worker_batches_assemble_the_global_batch():
+    from kerasrnn.batching import worker_batches
+
+    rng = np.random.default_rng(0)
+    x = np.zeros((70, 40), np.int32)
+    for i, n in enumerate(rng.integers(1, 40, 70)):
+        x[i, :n] = rng.integers(3, 100, n)
+    y = np.arange(70)
+    args = (x, y, 16, 5, None, 0, 2, "buckets")
+    single = list(worker_batches(*args))
+    halves = [list(worker_batches(*args, worker=i, workers=2)) for i in range(2)]
+    assert len(single) == len(halves[0]) == len(halves[1]) == 2 * 5  # ceil(70 / 16) full batches per epoch
+    for whole, a, b in zip(single, *halves):
+        assert a[0].shape == b[0].shape == (8, whole[0].shape[1])  # one width for both workers
+        assert np.array_equal(np.concatenate([a[1], b[1]]), whole[1])
+    first_epoch = np.concatenate([b[1] for b in single[:5]])
+    assert set(first_epoch) == set(range(70)) and len(first_epoch) == 80  # every row, 10 again to fill up
+
+
+def test_process_addresses_put_the_chief_first():
+    from kerasrnn.distribute import process_addresses
+
+    cluster = {"chief": ["c:1"], "worker": ["w:1", "w:2"]}
+    assert process_addresses({"cluster": cluster, "task": {"type": "chief", "index": 0}}) == (["c:1", "w:1", "w:2"], 0)
+    assert process_addresses({"cluster": cluster, "task": {"type": "worker", "index": 1}})[1] == 2
 
 
 def test_shard_glob_gives_the_same_vocabulary_and_split_as_the_whole_file(tmp_path, shared_datasets):

@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Scaling out, measured on one machine: python tools/bench_scaling.py [--data FILE] [--batch-sizes 32,256]
+
+Cuts --data (default: the packaged SMS file) into --shards shards, makes the vocabulary file once
+(python -m kerasrnn.vocab), then trains the same command, for each global batch size b:
+  one process          JAX, every core, batch b (what a user without a cluster runs)
+  one process, 1 core  JAX pinned to core 0, batch b/2 (what each of two workers computes)
+  two workers          JAX, two processes over loopback, pinned to a core each, global batch b
+Reported per run: training step time (Keras's ms/step, median over the epochs after the first),
+samples/s, training rows each worker read per epoch, test accuracy. The two workers share this
+machine's cores, so their step time holds the collectives' cost; `comm` below is the two-worker
+step minus the one-core step at b/2. The projection for two machines (each worker with its own
+cores, the same collective cost) is b / (one-core step at b/2 + comm): a projection, not a
+measurement. Writes OUT/scaling.json and OUT/scaling.md.
+"""
+import argparse
+import csv
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from kerasrnn.errors import UserError, cli_main  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pinned(core: int | None) -> list[str]:
+    return ["taskset", "-c", str(core)] if core is not None and shutil.which("taskset") else []
+
+
+def _train(args: list[str], out: Path, core: int | None = None, workers: int = 1) -> list[str]:
+    """Run kerasrnn.train (as `workers` processes over loopback); the chief's stdout, every worker's."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    base = [sys.executable, "-m", "kerasrnn.train", *args, "--output", str(out), "--verbose", "2"]
+    if workers == 1:
+        cmds = [_pinned(core) + base]
+    else:
+        hosts = ",".join(f"127.0.0.1:{_free_port()}" for _ in range(workers))
+        cmds = [_pinned(i) + base + ["--distribute", "multiworker", "--workers", hosts, "--task-index", str(i)]
+                for i in range(workers)]
+    procs = [subprocess.Popen(c, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c in cmds]
+    outputs = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=3600)
+        if p.returncode != 0:
+            raise SystemExit(f"training failed ({' '.join(p.args)}):\n{stderr[-3000:]}")
+        outputs.append(stdout)
+    return outputs
+
+
+def _step_ms(stdout: str) -> float:
+    """Median of Keras's per-epoch ms/step after the first epoch (which compiles)."""
+    steps = [float(m) for m in re.findall(r"- (\d+(?:\.\d+)?)ms/step", stdout)]
+    steps += [1000 * float(m) for m in re.findall(r"- (\d+(?:\.\d+)?)s/step", stdout)]
+    return statistics.median(steps[1:] or steps)
+
+
+def _shards(data: str | None, folder: Path, n: int) -> str:
+    from kerasrnn.data import load_dataset
+
+    dataset = load_dataset(data)
+    rows = list(zip(dataset.texts, dataset.labels))
+    folder.mkdir(parents=True)
+    for k in range(n):
+        with open(folder / f"part-{k:02d}.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            writer.writerows(rows[k::n])
+    return str(folder / "part-*.csv")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python tools/bench_scaling.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", help="labelled text file to cut into shards (default: the packaged SMS data)")
+    p.add_argument("--shards", type=int, default=4)
+    p.add_argument("--batch-sizes", default="32,256", help="global batch sizes, comma-separated (even numbers)")
+    p.add_argument("--epochs", type=int, default=4, help="epochs per run (the first is left out of the timing)")
+    p.add_argument("--train-args", default="", help="more kerasrnn.train options for every run, e.g. '--units 32'")
+    p.add_argument("--out", default="bench_scaling")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if out.exists():
+        raise UserError(f"{out}: already exists; choose another --out (nothing is overwritten)")
+    work = out / "work"
+    pattern = _shards(args.data, work / "shards", args.shards)
+    vocab = work / "vocab.json"
+    subprocess.run([sys.executable, "-m", "kerasrnn.vocab", "--data", pattern, "--output", str(vocab)],
+                   cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, capture_output=True)
+    common = ["--data", pattern, "--vocab", str(vocab), "--epochs", str(args.epochs), "--patience",
+              str(args.epochs), *args.train_args.split()]
+    results = {"machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
+               "command": " ".join(["python tools/bench_scaling.py", *(argv if argv is not None else sys.argv[1:])]),
+               "runs": []}
+    for batch in (int(b) for b in args.batch_sizes.split(",")):
+        runs = {
+            "one process": (["--batch-size", str(batch)], None, 1),
+            "one process, 1 core, b/2": (["--batch-size", str(batch // 2)], 0, 1),
+            "two workers, a core each": (["--batch-size", str(batch)], None, 2),
+        }
+        for name, (extra, core, workers) in runs.items():
+            run_dir = work / f"b{batch}-{len(results['runs'])}"
+            stdout = _train(common + extra, run_dir, core, workers)[0]
+            config = json.loads((run_dir / "config.json").read_text())
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            rows_batch = int(extra[1])
+            step = _step_ms(stdout)
+            row = {"run": name, "global_batch": batch, "rows_per_step_per_worker": rows_batch // workers,
+                   "step_ms": step, "samples_per_second": round(rows_batch / step * 1000),
+                   "accuracy": metrics["accuracy"], "training_rows": config["data_summary"]["train"]}
+            if "data_parallel" in config:
+                row["rows_read_per_worker_per_epoch"] = [w["training_rows_read_per_epoch"]
+                                                         for w in config["data_parallel"]["workers"]]
+            results["runs"].append(row)
+            print(json.dumps(row), flush=True)
+    (out / "scaling.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "scaling.md").write_text(_markdown(results))
+    print(f"wrote {out}/scaling.json, {out}/scaling.md")
+    return 0
+
+
+def _markdown(results: dict) -> str:
+    lines = [f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores. Command: "
+             f"`{results['command']}`.", "",
+             "| global batch | run | rows per step per worker | step (ms) | samples/s | training rows read per worker "
+             "per epoch | test accuracy |", "| ---: | --- | ---: | ---: | ---: | --- | ---: |"]
+    for r in results["runs"]:
+        read = " / ".join(f"{x:.0f}" for x in r.get("rows_read_per_worker_per_epoch", [])) or f"{r['training_rows']} (all)"
+        lines.append(f"| {r['global_batch']} | {r['run']} | {r['rows_per_step_per_worker']} | {r['step_ms']:.0f} | "
+                     f"{r['samples_per_second']} | {read} | {r['accuracy']:.4f} |")
+    lines += ["", "| global batch | comm per step (ms, two workers minus one core at b/2) | one process samples/s | "
+              "two machines, projected samples/s | projected speed-up |", "| ---: | ---: | ---: | ---: | ---: |"]
+    by_batch = {}
+    for r in results["runs"]:
+        by_batch.setdefault(r["global_batch"], {})[r["run"]] = r
+    for batch, runs in by_batch.items():
+        one, core, two = runs["one process"], runs["one process, 1 core, b/2"], runs["two workers, a core each"]
+        comm = two["step_ms"] - core["step_ms"]
+        projected = batch / (core["step_ms"] + max(comm, 0)) * 1000
+        lines.append(f"| {batch} | {comm:.0f} | {one['samples_per_second']} | {projected:.0f} | "
+                     f"{projected / one['samples_per_second']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main))
