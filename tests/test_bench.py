@@ -173,3 +173,18 @@ def test_long_texts_fill_a_quarter_to_all_of_max_len(sms_rows):
     filled = ((tokenizer.encode(long_texts(texts, tokenizer, n=200)) != 0).sum(1) - 1) / 119
     assert filled.min() >= 0.2 and filled.max() == 1.0 and 0.5 <= filled.mean() <= 0.8
     assert ((tokenizer.encode(texts) != 0).sum(1) - 1).mean() / 119 < 0.2  # the texts as they are: short
+
+
+@pytest.mark.slow
+def test_bench_scaling_reports_each_worker_and_the_projection(tmp_path, tiny_csv):
+    out = tmp_path / "scaling"
+    proc = run_cli(["tools/bench_scaling.py", "--data", str(tiny_csv), "--batch-sizes", "32", "--epochs", "2",
+                    "--train-args", "--units 8 --embed-dim 8 --max-len 24", "--out", str(out)], timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads((out / "scaling.json").read_text())
+    assert [r["run"] for r in result["runs"]] == ["one process", "one process, 1 core, b/2", "two workers"]
+    two = result["runs"][-1]
+    assert two["rows_per_step_per_worker"] == 16 and len(two["rows_read_per_worker_per_epoch"]) == 2
+    assert sum(two["rows_read_per_worker_per_epoch"]) == pytest.approx(two["training_rows"], abs=1)
+    assert result["allreduce_ms"] > 0 and result["gradient_floats"] > 0
+    assert "projected speed-up" in (out / "scaling.md").read_text()
