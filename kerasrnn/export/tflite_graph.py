@@ -239,7 +239,7 @@ def _linear_scores(g: GraphBuilder, w: dict, ids: int) -> int:
     from kerasrnn.linear import folded_tables, guarded_idf_sq
 
     max_len, classes = g.tensors[ids].shape[1], w["kernel"].shape[1]
-    terms, n = ids, max_len
+    terms, n = ids, (2 * max_len - 1 if w["keys"] is not None else max_len)  # the words, then their pairs
     reshape = lambda x, shape, out: g.op(  # noqa: E731
         Op.RESHAPE, [x, g.constant(g.tensors[out].name.decode() + "_shape", np.array(shape, np.int32))], [out],
         Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=shape))
@@ -249,8 +249,6 @@ def _linear_scores(g: GraphBuilder, w: dict, ids: int) -> int:
     reduce = lambda kind, x, axis, out, keep: g.op(  # noqa: E731
         kind, [x, g.constant(g.tensors[out].name.decode() + "_axis", np.array([axis], np.int32))], [out],
         Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=keep))
-    if w["keys"] is not None:
-        n = 2 * max_len - 1
     tables = folded_tables(w, n)
     if w["keys"] is not None:
         found = _pair_rows(g, w, tables["pair_keys"], ids, gather, mul, reduce) if w["vocab_size"] ** 2 < 2 ** 31 \
