@@ -65,7 +65,8 @@ def choose_training_backend(requested: str, distribute: str) -> str:
         if not requested:
             if not installed("jax"):
                 return "tensorflow"
-            if not _machine_has_gpu():
+            # No probe under --distribute: JAX must not start before it joins the other processes.
+            if distribute != "none" or not _machine_has_gpu():
                 return "jax"
             return "jax" if _jax_has_gpu() or not _tensorflow_has_gpu() else "tensorflow"
     if requested not in BACKENDS:

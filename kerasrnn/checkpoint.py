@@ -30,10 +30,11 @@ BEST_WEIGHTS = "best.weights.h5"
 # a run interrupted before it existed still resumes.
 RESUME_KEYS = ("data", "text_column", "label_column", "test_data", "val_split", "test_split", "vocab_size",
                "min_count", "max_len", *MODEL_KEYS, "linear_solver", "batch_size", "learning_rate", "lr_schedule", "clipnorm", "class_weight",
-               "seed", "split_seed", "epochs", "patience", "backend", "stream", "vocab")
+               "seed", "split_seed", "epochs", "patience", "backend", "stream", "vocab", "distribute", "replicas")
 
 ADDED_LATER = {"bidirectional": False, "lr_schedule": "constant", "clipnorm": 0.0, "bag_dim": 0, "min_count": 1,
-               "linear": "none", "bigrams": 0, "linear_solver": "fit", "vocab": None}
+               "linear": "none", "bigrams": 0, "linear_solver": "fit", "vocab": None,
+                "distribute": "none", "replicas": 2}
 
 
 def _resume_value(config: dict, key: str, missing=None):

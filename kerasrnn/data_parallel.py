@@ -97,9 +97,11 @@ def reduce_once_per_step(model) -> None:
     processes each collective costs milliseconds (2.7-9 ms measured on this VM's loopback for 8
     floats), so a 34-token batch spent ~30 ms per step in them. Inside shard_map each device runs the
     whole loop on its rows, and autodiff sums the weight gradients once, where the replicated
-    weights enter: two collectives per step (the gradients; the loss and metric updates). The
-    loss is the mean of the devices' means (their batches are the same size), the metric updates
-    are summed, and each device draws its own dropout masks (its index folded into the seed).
+    weights enter: two collectives per step (the gradients; the loss). The loss is the mean of the
+    devices' means (their batches are the same size); the metrics Keras updates inside the loss
+    (each output's loss, for a model with several) get the sum of the devices' updates, in the
+    loss's all-reduce (the others are updated afterwards on the global predictions); each device
+    draws its own dropout masks (its index folded into the seed).
     Tested against one device: the same losses and weights to float rounding."""
     import jax
     import keras
@@ -141,7 +143,6 @@ def fit_inputs(data, config: dict, workers: Workers, first_epoch: int, trim: str
                class_weights: np.ndarray | None) -> dict:
     """model.fit's input arguments for this worker (kerasrnn.batching.fit_inputs' data-parallel twin)."""
     from kerasrnn.batching import epoch_seed, steps_per_epoch, trim_lengths, worker_batches
-    from kerasrnn.stream import worker_part
 
     batch, seed, epochs = config["batch_size"], config["seed"], config["epochs"]
     local, n_val = batch // workers.count, data.summary["validation"]
@@ -156,7 +157,7 @@ def fit_inputs(data, config: dict, workers: Workers, first_epoch: int, trim: str
         if n_val:
             fit["validation_data"] = worker_batches(a.x_val, a.y_val, batch, None, None, first_epoch, epochs, trim, *at)
         return fit
-    part = workers.part = worker_part(data.corpus, workers.index, workers.count)
+    part = workers.part = _checked_part(data.corpus, workers, local * steps, local * val_steps)
     index = {lab: i for i, lab in enumerate(data.labels)}
     lengths = trim_lengths(data.tokenizer.max_len, trim) if workers.count == 1 else None
     epoch_range = range(first_epoch, max(epochs, first_epoch + 1))
@@ -164,7 +165,7 @@ def fit_inputs(data, config: dict, workers: Workers, first_epoch: int, trim: str
     def train_batches():
         for epoch in epoch_range:
             yield from part.batches("train", data.tokenizer, index, local, epoch_seed(seed, epoch), lengths,
-                                    class_weights, steps=steps)
+                                    class_weights, steps=steps, first_file=epoch)
 
     def validation_batches():
         for _ in epoch_range:
@@ -174,6 +175,38 @@ def fit_inputs(data, config: dict, workers: Workers, first_epoch: int, trim: str
     if n_val:
         fit["validation_data"] = validation_batches()
     return fit
+
+
+def _checked_part(corpus, workers: Workers, fed: int, fed_validation: int):
+    """This worker's part of the corpus (kerasrnn.stream.worker_part), after checking every worker's
+    part before training: an error raised in one worker during fit would leave the others waiting
+    in a collective. Every worker computes every part from the same counts, so all refuse alike."""
+    from kerasrnn.stream import worker_part
+
+    parts = [worker_part(corpus, i, workers.count) for i in range(workers.count)]
+    if parts[0].stride[1] > 1 or not corpus.split_counts:  # rows dealt out: every part holds 1/N of each split
+        return parts[workers.index]
+    for i, part in enumerate(parts):
+        held = {s: sum(corpus.split_counts[str(f)].get(s, 0) for f in part.files) for s in ("train", "validation")}
+        empty = [s for s in held if held[s] == 0 and (s == "train" or fed_validation)]
+        if empty:
+            raise UserError(f"{corpus.source}: worker {i}'s shards hold no {empty[0]} texts; give the corpus more shards "
+                            "(or ones of more even size) or fewer workers")
+        if i == workers.index and abs(held["train"] - fed) > 0.1 * fed:
+            print(f"worker {i}: its shards hold {held['train']} training texts, and it feeds {fed} per epoch (shards of "
+                  "uneven size: " + ("some are fed twice)" if held["train"] < fed else
+                                     "each epoch leaves out the last rows of another shard)"))
+    return parts[workers.index]
+
+
+def leave(workers: Workers) -> None:
+    """Every process leaves JAX's distributed runtime together, right after training, so that the
+    chief's evaluation and writing afterwards (on its own, however long) do not keep the others
+    waiting at exit, where JAX's shutdown gives up after a timeout."""
+    if workers.count > 1:
+        import jax
+
+        jax.distributed.shutdown()
 
 
 def finish(workers: Workers, data, config: dict) -> dict:

@@ -184,8 +184,9 @@ def check(config: dict) -> None:
         (isinstance(config["bigrams"], int) and 0 <= config["bigrams"] <= 1 << 24,
          "--bigrams must be between 0 (none) and 16777216"),
         (config["max_len"] is None or config["max_len"] >= 2, "--max-len must be at least 2"),
-        (min(config["embed_dim"], config["units"], config["num_layers"], config["epochs"], config["batch_size"]) >= 1,
-         "--embed-dim, --units, --num-layers, --epochs and --batch-size must be positive"),
+        (min(config["embed_dim"], config["units"], config["num_layers"], config["epochs"], config["batch_size"],
+             config["replicas"]) >= 1, "--embed-dim, --units, --num-layers, --epochs, --batch-size and --replicas must "
+                                      "be positive"),
         (0 <= config["dropout"] < 1, "--dropout must be in [0, 1)"),
         (config["learning_rate"] > 0, "--learning-rate must be positive"),
         (config["clipnorm"] >= 0, "--clipnorm must be 0 (off) or positive"),

@@ -95,6 +95,7 @@ class Corpus:
     sizes: dict = field(default_factory=dict)
     skipped_blank: int = 0
     stride: tuple[int, int] = (0, 1)  # (k, n): read only row k of every n of --data (worker_part's fallback)
+    split_counts: dict = field(default_factory=dict)  # str(file) -> texts per split (scan, or a --vocab file)
     rows_read: Counter = field(default_factory=Counter)  # rows yielded by rows(), per split
 
     @property
@@ -111,11 +112,14 @@ class Corpus:
     def _split(self, text: str) -> str:
         return split_of(text, self.val_split, 0.0 if self.test_files is not None else self.test_split)
 
-    def rows(self, split: str):
-        """(where, text, label) of one split, in file order; blank texts skipped."""
+    def rows(self, split: str, first_file: int = 0):
+        """(where, text, label) of one split, in file order from `first_file` on (then the files
+        before it); blank texts skipped."""
         separate_test = split == "test" and self.test_files is not None
         k, n = (0, 1) if separate_test else self.stride
-        for row, (where, text, label) in enumerate(self._read(self.test_files if separate_test else self.files)):
+        files = self.test_files if separate_test else self.files
+        first_file %= len(files)
+        for row, (where, text, label) in enumerate(self._read(files[first_file:] + files[:first_file])):
             if row % n == k and text.strip() and (separate_test or self._split(text) == split):
                 self.rows_read[split] += 1
                 yield where, text, label
@@ -130,13 +134,14 @@ class Corpus:
         counter = BoundedCounter(count_cap)
         per_text = (max_len or max_len_rule.CAP) - 1  # the tokens the model reads (255 while max_len is unknown)
         counted = max(per_text, max_len_rule.CAP)  # the length histogram counts as far as the rule's cap
-        blank = 0
-        for _, text, label in self._read(self.files):
+        blank, self.split_counts = 0, {str(path): Counter() for path in self.files}
+        for path, (_, text, label) in ((p, row) for p in self.files for row in self._read([p])):
             if not text.strip():
                 blank += 1
                 continue
             part = self._split(text)
             sizes[part] += 1
+            self.split_counts[str(path)][part] += 1
             labels.add(label)
             if part == "train":
                 train_labels[label] += 1
@@ -163,12 +168,14 @@ class Corpus:
 
     def batches(self, split: str, tokenizer: Tokenizer, label_index: dict, batch_size: int,
                 seed: int | None = None, lengths: list[int] | None = None, weights: np.ndarray | None = None,
-                steps: int | None = None):
+                steps: int | None = None, first_file: int = 0):
         """(ids, labels[, weights]) batches of one pass over a split; shuffled through a buffer if seeded.
         Labels are known: scan took them from every row of --data and checked --test-data's.
         `steps`: exactly that many full batches instead, topped up with the pass's first rows if the
-        split runs out (data-parallel workers must all feed as many batches of the same shape)."""
-        rows = self.rows(split)
+        split runs out (data-parallel workers must all feed as many batches of the same shape).
+        `first_file`: start reading there (rows()), so that a part larger than its share leaves out
+        another file's last rows each epoch."""
+        rows = self.rows(split, first_file)
         if seed is not None:
             rows = _buffer_shuffle(rows, SHUFFLE_BUFFER, random.Random(seed))
         if steps is not None:
@@ -201,18 +208,23 @@ class Corpus:
 
 
 def worker_part(corpus: Corpus, worker: int, workers: int) -> Corpus:
-    """What one of `workers` data-parallel workers reads of --data: whole shards, dealt out by size
-    (largest first, each to the worker with the fewest bytes so far; ties to the lower index), so each
-    shard is read by one worker per epoch. With fewer shards than workers, every shard is parsed by
-    every worker and each keeps row k of every `workers` (its tokenizing and training still shrink)."""
+    """What one of `workers` data-parallel workers reads of --data: whole shards, dealt out by their
+    training texts (bytes when not counted; the largest first, each to the worker with the fewest so
+    far; ties to the lower index), so each shard is read by one worker. With fewer shards than
+    workers, every shard is parsed by every worker and each keeps row k of every `workers` (its
+    tokenizing and training still shrink)."""
     if workers == 1:
         return replace(corpus, rows_read=Counter())
     if len(corpus.files) < workers:
         return replace(corpus, stride=(worker, workers), rows_read=Counter())
+    def size(path: Path) -> int:
+        counts = corpus.split_counts.get(str(path))
+        return counts.get("train", 0) if counts is not None else path.stat().st_size
+
     loads, mine = [0] * workers, []
-    for path in sorted(corpus.files, key=lambda p: (-p.stat().st_size, str(p))):
+    for path in sorted(corpus.files, key=lambda p: (-size(p), str(p))):
         k = min(range(workers), key=lambda i: (loads[i], i))
-        loads[k] += path.stat().st_size
+        loads[k] += size(path)
         if k == worker:
             mine.append(path)
     return replace(corpus, files=sorted(mine), rows_read=Counter())

@@ -157,7 +157,8 @@ def train(config: dict) -> Path | None:
         from kerasrnn.model import rebuild
 
         config["data_parallel"] = data_parallel.finish(workers, data, config)
-        model = rebuild(model, model_config)  # on every process: reading distributed weights is collective
+        model = rebuild(model, model_config)  # on every process: a local model, set from the replicated weights
+        data_parallel.leave(workers)
     if not chief:
         print(f"worker {tf_config['task']['index']}: training done; the chief writes {out_dir}")
         return None
@@ -222,8 +223,9 @@ def fit(model, config: dict, data: Prepared, partial: Path, state: dict | None, 
     has_val = data.summary["validation"] > 0
     early = path_stopping(model, two_paths, has_val, config["patience"])
     verbose = config["verbose"] if config["verbose"] is not None else (1 if sys.stdout.isatty() else 2)
-    # Under JAX, saving or setting distributed weights is a collective: every process must take part.
-    # A worker other than the chief saves too, into a folder of its own that goes when fit ends.
+    # Under JAX, setting distributed weights (as the checkpoint does around saving the best ones) is a
+    # collective: every process must take part. A worker other than the chief saves too, into a
+    # folder of its own that goes when fit ends.
     scratch = tempfile.TemporaryDirectory(prefix="kerasrnn-worker-") if workers and not chief else None
     with scratch or contextlib.nullcontext(), warnings.catch_warnings():
         saver = epoch_checkpoint(Path(scratch.name) if scratch else partial, config, early, state,

@@ -10,6 +10,7 @@ from the same shards (names and byte sizes) with the same options, and says what
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -49,7 +50,18 @@ def linear_terms(corpus, tokenizer, bigrams: int) -> dict:
 
 
 def _files(paths) -> list[dict]:
-    return [{"path": str(p), "bytes": Path(p).stat().st_size} for p in paths or []]
+    """What identifies each file: its name, size and a hash of its first and last MiB (the same on
+    every host a copy of the shards sits on, wherever they are mounted)."""
+    out = []
+    for path in map(Path, paths or []):
+        size, digest = path.stat().st_size, hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as f:
+            digest.update(f.read(1 << 20))
+            if size > 2 << 20:
+                f.seek(-(1 << 20), 2)
+            digest.update(f.read(1 << 20))
+        out.append({"name": path.name, "bytes": size, "blake2b": digest.hexdigest()})
+    return out
 
 
 def build(config: dict) -> dict:
@@ -64,13 +76,15 @@ def build(config: dict) -> dict:
         terms = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in terms.items()}
     return {"kind": KIND, "version": VERSION, "options": {k: config[k] for k in VOCAB_KEYS},
             "files": _files(corpus.files), "test_files": _files(corpus.test_files),
-            "sizes": corpus.sizes, "blank_texts_skipped": corpus.skipped_blank, **found, "linear_terms": terms}
+            "split_counts": [corpus.split_counts[str(p)] for p in corpus.files], "sizes": corpus.sizes, "blank_texts_skipped": corpus.skipped_blank, **found, "linear_terms": terms}
 
 
 def load(path: str, corpus, config: dict) -> dict:
     """The file at `path`, checked against this run's corpus and options; the linear terms as arrays."""
     try:
         vocab = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a vocabulary file (not UTF-8 text); make it with python -m kerasrnn.vocab") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read the vocabulary file ({exc.strerror}); make it with "
                         "python -m kerasrnn.vocab") from None
@@ -80,18 +94,31 @@ def load(path: str, corpus, config: dict) -> dict:
         raise UserError(f"{path}: not a kerasrnn vocabulary file (version {VERSION}); make it with "
                         "python -m kerasrnn.vocab")
     again = "make it again with python -m kerasrnn.vocab for this corpus and these options"
-    if vocab["files"] != _files(corpus.files) or vocab["test_files"] != _files(corpus.test_files):
-        raise UserError(f"{path}: made from other files than --data / --test-data name now (or they have changed "
-                        f"size); {again}")
-    keys = [k for k in VOCAB_KEYS if config["linear"] != "none" or k not in ("linear", "bigrams")]
-    differ = [k for k in keys if vocab["options"].get(k) != config[k]]
-    if differ:
-        was = " ".join(f"--{k.replace('_', '-')} {vocab['options'].get(k)}" for k in differ)
-        raise UserError(f"{path}: made with other options ({was}); train with those or {again}")
-    terms = vocab["linear_terms"]
-    if terms is not None:
-        dtypes = {"idf": np.float32, "bigram_keys": np.int32, "bigram_rows": np.int32}
-        vocab["linear_terms"] = {k: np.asarray(v, dtypes[k]) if k in dtypes else v for k, v in terms.items()}
+    try:
+        for what, then, now in (("--data", vocab["files"], _files(corpus.files)),
+                                ("--test-data", vocab["test_files"], _files(corpus.test_files))):
+            if then != now:
+                differ = next((f"{b['name']} is not {a['name']} as it was ({a['bytes']} bytes then, {b['bytes']} now, "
+                               "or other content)" for a, b in zip(then, now) if a != b),
+                              f"{len(now)} files, not {len(then)}")
+                raise UserError(f"{path}: made from other files than {what} names now: {differ}; {again}")
+        # max_len: none asked for takes the file's; one asked for must be the file's (given or derived).
+        keys = [k for k in VOCAB_KEYS if k != "max_len" and (config["linear"] != "none" or k not in ("linear", "bigrams"))]
+        made = {**vocab["options"], "max_len": vocab["max_len"]}
+        differ = [k for k in keys if made[k] != config[k]]
+        if config["max_len"] not in (None, made["max_len"]):
+            differ.append("max_len")
+        if differ:
+            was = " ".join(f"--{k.replace('_', '-')} {made[k]}" for k in differ)
+            raise UserError(f"{path}: made with other options ({was}); train with those or {again}")
+        corpus.split_counts = dict(zip(map(str, corpus.files), vocab["split_counts"], strict=True))
+        terms = vocab["linear_terms"]
+        if terms is not None:
+            dtypes = {"idf": np.float32, "bigram_keys": np.int32, "bigram_rows": np.int32}
+            vocab["linear_terms"] = {k: np.asarray(v, dtypes[k]) if k in dtypes else v for k, v in terms.items()}
+        vocab["words"], vocab["labels"], vocab["sizes"], vocab["label_counts"]  # noqa: B018 (present)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: a damaged vocabulary file ({type(exc).__name__}: {exc}); {again}") from None
     return vocab
 
 

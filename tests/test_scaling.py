@@ -204,6 +204,67 @@ def test_worker_part_deals_shards_by_size_or_rows(tmp_path):
         t for _, t, _ in one_file.rows("train"))
 
 
+def test_worker_part_deals_shards_by_training_texts_when_counted(tmp_path):
+    from kerasrnn.stream import Corpus, worker_part
+
+    files = []
+    for k in range(3):
+        path = tmp_path / f"s{k}.csv"
+        path.write_text("text,label\n" + "x" * (100 * (k + 1)) + ",a\n")  # bytes: s2 > s1 > s0
+        files.append(path)
+    corpus = Corpus(files, split_counts={str(files[0]): {"train": 90}, str(files[1]): {"train": 50},
+                                         str(files[2]): {"train": 40}})
+    assert [[f.name for f in worker_part(corpus, i, 2).files] for i in range(2)] == [["s0.csv"], ["s1.csv", "s2.csv"]]
+
+
+def test_a_worker_without_validation_texts_stops_every_worker_before_training(tmp_path):
+    from kerasrnn.data_parallel import Workers, _checked_part
+    from kerasrnn.errors import UserError
+    from kerasrnn.stream import Corpus
+
+    files = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    for f in files:
+        f.write_text("text,label\nx,a\n")
+    corpus = Corpus(files, split_counts={str(files[0]): {"train": 10, "validation": 2}, str(files[1]): {"train": 10}})
+    for index in (0, 1):  # both workers see worker 1's empty part, so both refuse
+        with pytest.raises(UserError, match="worker 1's shards hold no validation texts"):
+            _checked_part(corpus, Workers(index, 2, 2), fed=10, fed_validation=2)
+    assert _checked_part(corpus, Workers(0, 2, 2), fed=10, fed_validation=0).files == [files[0]]
+
+
+def test_vocabulary_file_knows_its_shards_by_content_not_path(tmp_path, sms_rows):
+    from kerasrnn import vocab
+    from kerasrnn.errors import UserError
+    from kerasrnn.options import DEFAULTS
+
+    folder = _shards(tmp_path / "a", sms_rows[:600], 3)
+    config = {**DEFAULTS, "data": str(folder / "part-*.csv*"), "vocab_size": 500, "bigrams": 100}
+    made = vocab.build(config)
+    (tmp_path / "vocab.json").write_text(json.dumps(made))
+    copy = tmp_path / "elsewhere" / "shards"
+    copy.parent.mkdir()
+    import shutil
+
+    shutil.copytree(folder, copy)  # the same shards mounted elsewhere: accepted, counts and all
+    moved = {**config, "data": str(copy / "part-*.csv*")}
+    corpus = vocab.corpus_for(moved)
+    loaded = vocab.load(str(tmp_path / "vocab.json"), corpus, moved)
+    assert loaded["words"] == made["words"] and sum(c["train"] for c in corpus.split_counts.values()) == made["sizes"]["train"]
+    assert loaded["linear_terms"]["idf"].dtype == np.float32
+    with pytest.raises(UserError, match="--vocab-size 500"):
+        vocab.load(str(tmp_path / "vocab.json"), vocab.corpus_for(moved), {**moved, "vocab_size": 400})
+    with pytest.raises(UserError, match="--max-len"):
+        vocab.load(str(tmp_path / "vocab.json"), vocab.corpus_for(moved), {**moved, "max_len": made["max_len"] + 1})
+    shard = copy / "part-01.csv"
+    text = shard.read_text()
+    shard.write_text(text.replace(",ham", ",hom", 1))  # same size, other content
+    with pytest.raises(UserError, match="part-01.csv is not part-01.csv as it was"):
+        vocab.load(str(tmp_path / "vocab.json"), vocab.corpus_for(moved), moved)
+    (tmp_path / "bad.json").write_text(json.dumps({**made, "files": None}))
+    with pytest.raises(UserError, match="damaged vocabulary file"):
+        vocab.load(str(tmp_path / "bad.json"), vocab.corpus_for(config), config)
+
+
 def test_worker_batches_assemble_the_global_batch():
     from kerasrnn.batching import worker_batches
 

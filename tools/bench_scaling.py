@@ -54,15 +54,15 @@ def _train(args: list[str], out: Path, core: int | None = None, workers: int = 1
         # wait share it); the workers share every core.
         cmds = [base + ["--distribute", "multiworker", "--workers", hosts, "--task-index", str(i)]
                 for i in range(workers)]
-    procs = [subprocess.Popen(c, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for c in cmds]
-    outputs = []
-    for p in procs:
-        stdout, stderr = p.communicate(timeout=3600)
-        if p.returncode != 0:
-            raise SystemExit(f"training failed ({' '.join(p.args)}):\n{stderr[-3000:]}")
-        outputs.append(stdout)
-    return outputs
+    logs = [(out.parent / f"{out.name}.w{i}.out", out.parent / f"{out.name}.w{i}.err") for i in range(len(cmds))]
+    procs = []
+    for cmd, (stdout, stderr) in zip(cmds, logs):  # files, not pipes: a full pipe would stop a worker
+        with open(stdout, "w") as o, open(stderr, "w") as e:
+            procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=o, stderr=e, text=True))
+    for p, (_, stderr) in zip(procs, logs):
+        if p.wait(timeout=3600) != 0:
+            raise SystemExit(f"training failed ({' '.join(p.args)}):\n{stderr.read_text()[-3000:]}")
+    return [stdout.read_text() for stdout, _ in logs]
 
 
 def _step_ms(stdout: str) -> float:
@@ -103,10 +103,15 @@ def main(argv=None) -> int:
     work = out / "work"
     pattern = _shards(args.data, work / "shards", args.shards)
     vocab = work / "vocab.json"
-    subprocess.run([sys.executable, "-m", "kerasrnn.vocab", "--data", pattern, "--output", str(vocab)],
-                   cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, capture_output=True)
+    from kerasrnn.vocab import VOCAB_KEYS
+
+    train_args = args.train_args.split()  # the options the vocabulary depends on go to its step too
+    flags = {f"--{k.replace('_', '-')}" for k in VOCAB_KEYS}
+    vocab_args = [x for i, x in enumerate(train_args) if x in flags or (i > 0 and train_args[i - 1] in flags)]
+    subprocess.run([sys.executable, "-m", "kerasrnn.vocab", "--data", pattern, "--output", str(vocab), *vocab_args],
+                   cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
     common = ["--data", pattern, "--vocab", str(vocab), "--epochs", str(args.epochs), "--patience",
-              str(args.epochs), *args.train_args.split()]
+              str(args.epochs), *train_args]
     results = {"machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
                "command": " ".join(["python tools/bench_scaling.py", *(argv if argv is not None else sys.argv[1:])]),
                "runs": []}
