@@ -10,8 +10,9 @@ Reported per run: training step time (Keras's ms/step, median over the epochs af
 samples/s, training rows each worker read per epoch, test accuracy. Then the collective alone:
 two processes all-reduce an array of the model's gradient size (jit, blocking), median latency.
 Projection for two machines, each worker with one core as above and the same collective cost:
-b / (one-core step at b/2 + 2 all-reduces), as a train step holds two (kerasrnn.data_parallel).
-It is a projection, not a measurement. Writes OUT/scaling.json and OUT/scaling.md.
+b / (one-core step at b/2 + 2 all-reduces), as a train step holds two (kerasrnn.data_parallel),
+and a coarser one for N machines (its assumptions are printed with it). Projections, not
+measurements. Writes OUT/scaling.json and OUT/scaling.md.
 """
 import argparse
 import csv
@@ -181,6 +182,15 @@ def _markdown(results: dict) -> str:
         projected = batch / (core["step_ms"] + comm) * 1000
         lines.append(f"| {batch} | {comm:.1f} | {one['samples_per_second']} | {projected:.0f} | "
                      f"{projected / one['samples_per_second']:.2f}x |")
+    lines += ["", "N machines, a coarser projection: a worker's step shrinks with its rows (one-core step at b/2 "
+              "x 2/N, optimistic: small batches use a core less well) and each all-reduce takes N - 1 times "
+              "the two-process latency (a ring's steps; the bytes per worker stay about the same).", "",
+              "| global batch | N = 2 | N = 4 | N = 8 |", "| ---: | ---: | ---: | ---: |"]
+    for batch, runs in by_batch.items():
+        one, core = runs["one process"], runs["one process, 1 core, b/2"]
+        speedups = [batch / (core["step_ms"] * 2 / n + 2 * results["allreduce_ms"] * (n - 1)) * 1000
+                    / one["samples_per_second"] for n in (2, 4, 8)]
+        lines.append(f"| {batch} | " + " | ".join(f"{x:.2f}x" for x in speedups) + " |")
     return "\n".join(lines) + "\n"
 
 
