@@ -15,6 +15,7 @@ VERBS = {
     "predict": ("kerasrnn.predict", "classify texts with a run or an exported model"),
     "export": ("kerasrnn.export_cli", "export a run to SavedModel, ONNX, TFLite and a web page"),
     "parity": ("kerasrnn.parity_cli", "check every exported file against the Keras model"),
+    "vocab": ("kerasrnn.vocab", "make a streamed corpus's vocabulary file once, for every worker (--vocab)"),
     "bench": (None, "benchmark training and inference (source checkout only: tools/bench.py)"),
 }
 BENCH_SCRIPT = Path(__file__).resolve().parent.parent / "tools" / "bench.py"
