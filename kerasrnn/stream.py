@@ -217,6 +217,7 @@ def worker_part(corpus: Corpus, worker: int, workers: int) -> Corpus:
         return replace(corpus, rows_read=Counter())
     if len(corpus.files) < workers:
         return replace(corpus, stride=(worker, workers), rows_read=Counter())
+
     def size(path: Path) -> int:
         counts = corpus.split_counts.get(str(path))
         return counts.get("train", 0) if counts is not None else path.stat().st_size

@@ -5,7 +5,8 @@ vocabulary (kerasrnn.stream.Corpus.scan), once more for the linear path's idf an
 (kerasrnn.linear.term_statistics). Every worker of a multi-worker run would repeat both passes over
 the whole corpus. This step makes them once and writes what they found to one JSON file;
 `python -m kerasrnn.train --vocab FILE` then skips both. Training checks that the file was made
-from the same shards (names and byte sizes) with the same options, and says what differs if not.
+from the same shards (each one's name, size and a hash of its first and last MiB) with the same
+options, and says what differs if not.
 """
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def build(config: dict) -> dict:
         terms = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in terms.items()}
     return {"kind": KIND, "version": VERSION, "options": {k: config[k] for k in VOCAB_KEYS},
             "files": _files(corpus.files), "test_files": _files(corpus.test_files),
-            "split_counts": [corpus.split_counts[str(p)] for p in corpus.files], "sizes": corpus.sizes, "blank_texts_skipped": corpus.skipped_blank, **found, "linear_terms": terms}
+            "split_counts": [corpus.split_counts[str(p)] for p in corpus.files], "sizes": corpus.sizes,
+            "blank_texts_skipped": corpus.skipped_blank, **found, "linear_terms": terms}
 
 
 def load(path: str, corpus, config: dict) -> dict:
@@ -130,8 +132,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="the corpus: a glob of shards (quote it) or one file")
     p.add_argument("--output", required=True, help="the vocabulary file to write (JSON; never overwritten)")
     p.add_argument("--test-data", help="a separate test corpus, as in training")
+    kind = {"linear": str, "text_column": str, "label_column": str, "test_split": float, "val_split": float}
     for key in VOCAB_KEYS:
-        kind = {"linear": str, "text_column": str, "label_column": str, "test_split": float, "val_split": float}
         extra = {"choices": LINEAR_CHOICES} if key == "linear" else {}
         p.add_argument(f"--{key.replace('_', '-')}", type=kind.get(key, int), default=DEFAULTS[key], **extra,
                        help=f"as in python -m kerasrnn.train (default {DEFAULTS[key]})")
