@@ -40,13 +40,15 @@ def test_the_hand_built_serving_graph_answers_as_keras(tmp_path, pooling, linear
     """The SavedModel serves a hand-built graph of the model's math (#17): the saved, reloaded
     `serving_default` gives Keras's probabilities on texts from 1 token to max_len with repeated
     words and pairs, at batch 1 and batched, an id out of range read as <UNKNOWN>; an architecture
-    it does not cover (bidirectional) still serves Keras's graph, with the same answers."""
+    it does not cover (bidirectional) still serves Keras's graph, with the same answers, in the
+    eager loader and in a Session."""
     import keras
     import tensorflow as tf
 
     from kerasrnn.export.savedmodel import export_savedmodel, hand_built
     from kerasrnn.linear import term_statistics
     from kerasrnn.model import build_model
+    from kerasrnn.runtimes import SavedModelRuntime
     from kerasrnn.tokenizer import Tokenizer
 
     rng = np.random.default_rng(5)
@@ -75,6 +77,10 @@ def test_the_hand_built_serving_graph_answers_as_keras(tmp_path, pooling, linear
         batched = serve(tokens=tf.constant(ids))["probabilities"].numpy()
         one_by_one = np.concatenate([serve(tokens=tf.constant(row[None]))["probabilities"].numpy() for row in ids])
         assert np.abs(batched - expected).max() <= 1e-5 and np.abs(one_by_one - expected).max() <= 1e-5
+        # through the Session API, as TF Serving and saved_model_cli load it: every variable restored
+        # (a Keras model inside a tf.Module once lost its variables there, tensorflow#72963)
+        in_session = SavedModelRuntime(out)
+        assert np.abs(in_session.predict_ids(ids) - expected).max() <= 1e-5
         wild, unknown = ids[3:4].copy(), ids[3:4].copy()
         wild[0, 1], unknown[0, 1] = 1000, 2
         got = serve(tokens=tf.constant(wild))["probabilities"].numpy()

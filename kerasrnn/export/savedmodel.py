@@ -127,6 +127,11 @@ def export_savedmodel(model, tokenizer: Tokenizer, labels: list[str], out_dir: P
             super().__init__()
             self.hand_built = hand_built(config)
             self.model = forward_module(model, config) if self.hand_built else model
+            if not self.hand_built:
+                # The TensorFlow variables under Keras's, tracked as such: without them the SavedModel
+                # loads in Python but a Session (TF Serving, saved_model_cli) finds its variables
+                # missing, "Could not find variable ..." (tensorflow#72963, keras#20095).
+                self.tf_variables = [v.value for v in model.variables]
             self.table = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(tf.constant(keys), tf.constant(values, tf.int32)),
                 default_value=UNKNOWN_ID)
