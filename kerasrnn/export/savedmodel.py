@@ -1,12 +1,12 @@
 """SavedModel for TF Serving: token ids in `serving_default`, raw strings in `serve_text`.
 
 Both run a hand-built graph of the model's math (`Forward`), as the ONNX and TFLite exports do,
-not Keras's traced graph: the recurrence is one tf.while_loop over the batch's longest real text
-(not over max_len), the first layer's input product is folded into the embedding table, and the
-linear TF-IDF path is gathers from folded tables (kerasrnn.linear.folded_tables). Keras's graph took
-17x the ONNX file's batch-1 latency (#17). Standard TensorFlow ops only: TF Serving loads it as is.
-Architectures outside the hand-built graph (several layers, bidirectional, a bag-of-words path)
-serve Keras's graph as before.
+not Keras's traced graph: the recurrence is a tf.while_loop over chunks of 8 unrolled steps that
+covers the batch's longest real text (not max_len), the first layer's input product is folded into
+the embedding table, and the linear TF-IDF path is gathers from folded tables
+(kerasrnn.linear.folded_tables). Keras's graph took 17x the ONNX file's batch-1 latency (#17).
+Standard TensorFlow ops only: TF Serving loads it as is. Architectures outside the hand-built graph
+(several layers, bidirectional, a bag-of-words path) serve Keras's graph as before.
 
 `serve_text` runs the tokenizer inside the graph with TensorFlow string ops. Those use RE2, the
 regex engine MediaPipe uses, with the same delimiter pattern and the same vocabulary table, so a
@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from kerasrnn.tokenizer import PAD_ID, START_ID, UNKNOWN_ID, Tokenizer
+
+CHUNK = 8  # recurrence steps per while-loop iteration (see Forward.__call__)
 
 
 def export(context, folder) -> dict:
@@ -46,6 +48,7 @@ def forward_module(model, config: dict):
     dense_w, dense_b, _ = head_weights(model)
     linear = linear_weights(model)
     pooling, max_len, classes = config["pooling"], config["max_len"], int(dense_b.shape[0])
+    chunks_max = -(-max_len // CHUNK)
 
     class Forward(tf.Module):
         def __init__(self):
@@ -66,26 +69,45 @@ def forward_module(model, config: dict):
 
         def __call__(self, ids):
             lens = tf.reduce_sum(tf.cast(ids > 0, tf.int32), axis=1)  # post-padded: real tokens first
-            x = tf.gather(self.table, ids)                              # [B, T, H] input products + bias
             batch, units = tf.shape(ids)[0], self.recurrent.shape[0]
+            recurrent = tf.convert_to_tensor(self.recurrent)  # read once, not once per step
+            # The loop runs over chunks of CHUNK steps, unrolled inside: a TF while loop costs a few
+            # microseconds per iteration, the step itself well under one (#17). Only the batch's
+            # longest real text is covered, in time-major order [chunks, CHUNK, batch, units].
+            chunks = (tf.maximum(tf.reduce_max(lens), 1) + CHUNK - 1) // CHUNK
+            padded = tf.pad(ids, [[0, 0], [0, CHUNK * chunks_max - max_len]])[:, : chunks * CHUNK]
+            x = tf.reshape(tf.gather(self.table, tf.transpose(padded)), [chunks, CHUNK, batch, units])
+            # The steps run unmasked; what pooling takes from each output is set here, outside the
+            # loop (ops inside it run once per iteration): max adds 0 to a real output and -4 past
+            # a text's end (tanh is above -1), mean and last multiply by 1 where they keep the output.
+            position = tf.range(chunks * CHUNK)[:, None]
+            if pooling == "max":
+                keep = tf.where(position < lens[None, :], 0.0, -4.0)
+            else:
+                keep = tf.cast(position < lens[None, :] if pooling == "mean" else position == lens[None, :] - 1,
+                               tf.float32)
+            keep = tf.reshape(keep, [chunks, CHUNK, batch, 1])
             h = tf.zeros([batch, units])
             pool = tf.fill([batch, units], -2.0) if pooling == "max" else tf.zeros([batch, units])
 
-            def step(t, h, pool):
-                new = tf.tanh(x[:, t] + tf.matmul(h, self.recurrent))
-                # Past a text's end the state stays (Keras repeats the last real output there).
-                h = tf.where(tf.expand_dims(t < lens, 1), new, h)
+            def chunk(c, h, pool):
+                # Rows still running at the next chunk had only real steps here, so h carries on.
+                outputs = []
+                for step_input in tf.unstack(tf.gather(x, c)):  # one op for the chunk's inputs
+                    h = tf.tanh(step_input + tf.matmul(h, recurrent))
+                    outputs.append(h)
+                outputs, keep_c = tf.stack(outputs), tf.gather(keep, c)           # [CHUNK, B, H], [CHUNK, B, 1]
                 if pooling == "max":
-                    pool = tf.maximum(pool, h)
-                elif pooling == "mean":
-                    pool = pool + tf.where(tf.expand_dims(t < lens, 1), h, 0.0)
-                return t + 1, h, pool
+                    return c + 1, h, tf.maximum(pool, tf.reduce_max(outputs + keep_c, axis=0))
+                return c + 1, h, pool + tf.reduce_sum(outputs * keep_c, axis=0)
 
-            steps = tf.maximum(tf.reduce_max(lens), 1)  # one step at least: a row without tokens pools 0
-            _, h, pool = tf.while_loop(lambda t, h, pool: t < steps, step, (tf.constant(0), h, pool),
-                                       maximum_iterations=max_len)
-            features = {"max": pool, "last": h,
-                        "mean": pool / tf.cast(tf.expand_dims(tf.maximum(lens, 1), 1), tf.float32)}[pooling]
+            # `chunks` as maximum_iterations, not in the condition: one loop variable fewer
+            _, _, pool = tf.while_loop(lambda c, h, pool: True, chunk, (tf.constant(0), h, pool),
+                                       maximum_iterations=chunks)
+            if pooling == "max":  # a row without tokens pools 0, as in Keras
+                pool = tf.where(tf.expand_dims(lens > 0, 1), pool, 0.0)
+            features = pool / tf.cast(tf.expand_dims(tf.maximum(lens, 1), 1), tf.float32) \
+                if pooling == "mean" else pool
             logits = tf.matmul(features, self.dense_w) + self.dense_b
             if linear is not None:
                 logits += self._linear_scores(ids)
