@@ -41,11 +41,22 @@ def rnn_operator_layers(layers, units: int, bidirectional: bool):
     return nodes, inits
 
 
-def scan_layer(weights, units: int, pooling: str):
+PAST_END = -1e4  # an input product past a text's end on the max-pooling Scan (see scan_layer)
+
+
+def scan_layer(weights, units: int, pooling: str, padding_saturates: bool = False):
     """One forward layer as a Scan over the steps of "embedded" [B, T, E] (axis 1) -> "features_scan":
     per step h = tanh(x_t + h R), held past each text's end as Keras does, pooled as it goes
     (max, a masked sum for mean, or the last state). The input products x K + b of every step are
-    one MatMul before it (none when the table holds them already: K is then the identity)."""
+    one MatMul before it (none when the table holds them already: K is then the identity).
+
+    Max pooling needs no mask inside the loop: the inputs past each text's end are PAST_END, so
+    those steps output tanh(-1e4 + h R) = -1 exactly, which never exceeds a real step's output
+    (tanh is at least -1). Each step is then MatMul, Add, Tanh, Max (a Where per step was a fifth
+    of the Scan's time at batch 64). A row without tokens starts its pool at 0 (Keras pools it to
+    0), the others at -2, below any output. `padding_saturates`: the table's <PAD> row already
+    holds PAST_END and its bias (build_native), so neither a bias Add nor a Where over
+    [B, T, H] runs before the loop (together as long as the loop itself at batch 64)."""
     from onnx import TensorProto, helper, numpy_helper
 
     kernel, recurrent, bias = weights
@@ -63,29 +74,44 @@ def scan_layer(weights, units: int, pooling: str):
         inits.append(numpy_helper.from_array(np.asarray(kernel, np.float32), "scan_kernel"))
         nodes.append(helper.make_node("MatMul", ["embedded", "scan_kernel"], ["scan_x_kernel"]))
         x = "scan_x_kernel"
-    nodes += [helper.make_node("Add", [x, "scan_bias"], ["scan_x"]),                              # [B, T, H]
-              helper.make_node("Unsqueeze", ["valid", "scan_axis2"], ["scan_valid"]),             # [B, T, 1]
+    if padding_saturates:
+        nodes.append(helper.make_node("Identity", [x], ["scan_x"]))
+    else:
+        nodes.append(helper.make_node("Add", [x, "scan_bias"], ["scan_x_all"]))                   # [B, T, H]
+    nodes += [helper.make_node("Unsqueeze", ["valid", "scan_axis2"], ["scan_valid"]),             # [B, T, 1]
               helper.make_node("Shape", ["ids"], ["scan_batch"], end=1),
               helper.make_node("Concat", ["scan_batch", "scan_units"], ["scan_state_shape"], axis=0),
-              helper.make_node("Expand", ["scan_zero_f", "scan_state_shape"], ["scan_h0"]),
-              helper.make_node("Expand", ["scan_pool_start", "scan_state_shape"], ["scan_p0"])]
+              helper.make_node("Expand", ["scan_zero_f", "scan_state_shape"], ["scan_h0"])]
     step = [helper.make_node("MatMul", ["h_in", "scan_recurrent"], ["h_r"]),
-            helper.make_node("Add", ["h_r", "x_t"], ["h_pre"]),
-            helper.make_node("Tanh", ["h_pre"], ["h_new"]),
-            helper.make_node("Where", ["valid_t", "h_new", "h_in"], ["h_out"])]
+            helper.make_node("Add", ["h_r", "x_t"], ["h_pre"])]
     if pooling == "max":
-        step.append(helper.make_node("Max", ["p_in", "h_out"], ["p_out"]))
-    elif pooling == "mean":
+        inits += [numpy_helper.from_array(np.array(PAST_END, np.float32), "scan_past_end"),
+                  numpy_helper.from_array(np.array(0, np.int32), "scan_zero_i32")]
+        if not padding_saturates:
+            nodes.append(helper.make_node("Where", ["scan_valid", "scan_x_all", "scan_past_end"], ["scan_x"]))
+        nodes += [helper.make_node("Greater", ["seq_lens", "scan_zero_i32"], ["scan_has_tokens"]),
+                  helper.make_node("Unsqueeze", ["scan_has_tokens", "axis1"], ["scan_has_tokens_col"]),  # [B, 1]
+                  helper.make_node("Where", ["scan_has_tokens_col", "scan_pool_start", "scan_zero_f"], ["scan_p_row"]),
+                  helper.make_node("Expand", ["scan_p_row", "scan_state_shape"], ["scan_p0"])]
+        step += [helper.make_node("Tanh", ["h_pre"], ["h_out"]),
+                 helper.make_node("Max", ["p_in", "h_out"], ["p_out"])]
+        scan_inputs = ["scan_x"]
+    else:
+        nodes.append(helper.make_node("Expand", ["scan_pool_start", "scan_state_shape"], ["scan_p0"]))
+        step += [helper.make_node("Tanh", ["h_pre"], ["h_new"]),
+                 helper.make_node("Where", ["valid_t", "h_new", "h_in"], ["h_out"])]
+        scan_inputs = ["scan_x_all", "scan_valid"]
+    if pooling == "mean":
         step += [helper.make_node("Where", ["valid_t", "h_out", "scan_zero_f"], ["h_real"]),
                  helper.make_node("Add", ["p_in", "h_real"], ["p_out"])]
-    else:
+    elif pooling == "last":
         step.append(helper.make_node("Identity", ["p_in"], ["p_out"]))
     # Shapes declared: onnxruntime 1.20 refuses a Scan body whose outputs have none.
     f = lambda name, width=units, t=TensorProto.FLOAT: helper.make_tensor_value_info(name, t, ["batch", width])  # noqa: E731
-    body = helper.make_graph(step, "scan_step", [f("h_in"), f("p_in"), f("x_t"), f("valid_t", 1, TensorProto.BOOL)],
-                             [f("h_out"), f("p_out")])
-    nodes.append(helper.make_node("Scan", ["scan_h0", "scan_p0", "scan_x", "scan_valid"], ["scan_h", "scan_p"],
-                                  body=body, num_scan_inputs=2, scan_input_axes=[1, 1]))
+    body_inputs = [f("h_in"), f("p_in"), f("x_t")] + ([f("valid_t", 1, TensorProto.BOOL)] if pooling != "max" else [])
+    body = helper.make_graph(step, "scan_step", body_inputs, [f("h_out"), f("p_out")])
+    nodes.append(helper.make_node("Scan", ["scan_h0", "scan_p0"] + scan_inputs, ["scan_h", "scan_p"], body=body,
+                                  num_scan_inputs=len(scan_inputs), scan_input_axes=[1] * len(scan_inputs)))
     if pooling == "max":
         nodes.append(helper.make_node("Identity", ["scan_p"], ["features_scan"]))
     elif pooling == "mean":
