@@ -45,21 +45,22 @@ def test_the_hand_built_serving_graph_answers_as_keras(tmp_path, pooling, linear
     import keras
     import tensorflow as tf
 
-    from kerasrnn.export.savedmodel import export_savedmodel, hand_built
+    from kerasrnn.export.savedmodel import CHUNK, export_savedmodel, hand_built
     from kerasrnn.linear import term_statistics
     from kerasrnn.model import build_model
     from kerasrnn.runtimes import SavedModelRuntime
     from kerasrnn.tokenizer import Tokenizer
 
     rng = np.random.default_rng(5)
-    tokenizer = Tokenizer([f"w{i}" for i in range(37)], 10)  # 40 ids with the 3 reserved
-    train = rng.integers(3, 9, (100, 10)).astype(np.int32)
+    max_len = CHUNK + 4  # texts end before, at and after the loop's first chunk of steps
+    tokenizer = Tokenizer([f"w{i}" for i in range(37)], max_len)  # 40 ids with the 3 reserved
+    train = rng.integers(3, 9, (100, max_len)).astype(np.int32)
     stats = term_statistics([train], 40, bigrams)
-    ids = np.zeros((7, 10), np.int32)
-    for row, length in enumerate([1, 2, 3, 5, 7, 9, 10]):
+    ids = np.zeros((8, max_len), np.int32)
+    for row, length in enumerate([1, 2, 3, 7, CHUNK - 1, CHUNK, CHUNK + 1, max_len]):
         ids[row, :length] = np.r_[1, rng.integers(3, 9 if row % 2 else 40, length - 1)]
     for bidirectional in (False, True):
-        config = {"vocab_size": 40, "num_classes": 3, "max_len": 10, "embed_dim": 12, "units": 5,
+        config = {"vocab_size": 40, "num_classes": 3, "max_len": max_len, "embed_dim": 12, "units": 5,
                   "num_layers": 1, "dropout": 0.0, "pooling": pooling, "bidirectional": bidirectional,
                   "linear": linear, "bigrams": bigrams, "linear_terms": len(stats["idf"]),
                   "linear_slots": stats["slots"]}

@@ -1,7 +1,7 @@
 """SavedModel for TF Serving: token ids in `serving_default`, raw strings in `serve_text`.
 
 Both run a hand-built graph of the model's math (`Forward`), as the ONNX and TFLite exports do,
-not Keras's traced graph: the recurrence is a tf.while_loop over chunks of 8 unrolled steps that
+not Keras's traced graph: the recurrence is a tf.while_loop over chunks of 16 unrolled steps that
 covers the batch's longest real text (not max_len), the first layer's input product is folded into
 the embedding table, and the linear TF-IDF path is gathers from folded tables
 (kerasrnn.linear.folded_tables). Keras's graph took 17x the ONNX file's batch-1 latency (#17).
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from kerasrnn.tokenizer import PAD_ID, START_ID, UNKNOWN_ID, Tokenizer
 
-CHUNK = 8  # recurrence steps per while-loop iteration (see Forward.__call__)
+CHUNK = 16  # steps per while-loop iteration (see Forward.__call__); measured 5-10% faster than 8
 
 
 def export(context, folder) -> dict:
