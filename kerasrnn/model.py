@@ -165,17 +165,18 @@ def export_weights(model: keras.Model, num_layers: int):
     (forward[, backward]) the (kernel, recurrent, bias) of Keras, the first layer folded.
 
     The first RNN layer multiplies each embedded token by its input kernel at every step. When the
-    embedding is wider than the layer, the product is taken once per vocabulary word instead:
-    table = embedding @ kernel per direction (side by side, in float64), and each direction's kernel
-    becomes the identity over its own columns, so every step multiplies a units-wide vector instead
-    of an embed-wide one, and the table is smaller. Same values up to float rounding.
+    embedding is at least as wide as the layer, the product is taken once per vocabulary word
+    instead: table = embedding @ kernel per direction (side by side, in float64), and each
+    direction's kernel becomes the identity over its own columns, so every step multiplies a
+    units-wide vector instead of an embed-wide one (or none: the ONNX Scan skips an identity), and
+    the table is no larger. Same values up to float rounding.
     """
     layers = rnn_weights(model, num_layers)
     embedding = model.get_layer("embedding").get_weights()[0]
     first = layers[0]
     units = first[0][0].shape[1]
     width = units * len(first)
-    if embedding.shape[1] <= width:
+    if embedding.shape[1] < width:
         return embedding, layers
     table = np.concatenate([input_product_table(embedding, k) for k, _, _ in first], axis=1)
     identity = np.eye(width, dtype=np.float32)

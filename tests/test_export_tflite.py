@@ -54,7 +54,7 @@ def test_each_float_tflite_graph_exports_with_parity(tmp_path, tiny_run, impl):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("embed_dim", [4, 12])
+@pytest.mark.parametrize("embed_dim", [4, 5, 12])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("pooling", POOLINGS)
@@ -62,7 +62,8 @@ def test_hand_written_graphs_match_keras_for_every_architecture(pooling, num_lay
                                                                           embed_dim):
     """The hand-written graphs (ONNX RNN operator, TFLite stepwise and fused) for each model option, on
     random weights large enough to saturate tanh, texts from 1 token to max_len; an embedding
-    narrower and one wider than the first layer's input product (folded into the table: 12 > 2 x 5)."""
+    narrower, one as wide (one direction) and one wider than the first layer's input product (the
+    last two folded into the table)."""
     config = {"vocab_size": 40, "num_classes": 3, "max_len": 10, "embed_dim": embed_dim, "units": 5,
               "num_layers": num_layers, "dropout": 0.0, "pooling": pooling, "bidirectional": bidirectional}
     _check_hand_written_graphs(config, np.random.default_rng(num_layers))
@@ -174,7 +175,7 @@ def test_int8_rows_round_to_within_half_a_step_of_each_row_scale():
     assert not (q[3] != 0).any() and (np.abs(q).max(axis=1)[np.arange(50) != 3] == 127).all()
 
 
-def test_wide_embedding_is_folded_into_a_smaller_table():
+def test_an_embedding_at_least_as_wide_as_the_layer_is_folded_into_the_table():
     from kerasrnn.model import build_model, export_weights
 
     wide = build_model(30, 2, 8, embed_dim=16, units=4, pooling="max")
@@ -182,6 +183,9 @@ def test_wide_embedding_is_folded_into_a_smaller_table():
     table, [[(identity, r, b)]] = export_weights(wide, 1)
     assert table.shape == (30, 4) and np.allclose(table @ identity, emb @ kernel, atol=1e-5)
     assert np.array_equal(r, recurrent) and np.array_equal(b, bias)
+    as_wide = build_model(30, 2, 8, embed_dim=4, units=4, pooling="max")  # folded too: no product per step
+    table, [[(identity, _, _)]] = export_weights(as_wide, 1)
+    assert table.shape == (30, 4) and np.array_equal(identity, np.eye(4))
     narrow = build_model(30, 2, 8, embed_dim=3, units=4, pooling="max")
     same, [[(k, _, _)]] = export_weights(narrow, 1)
     assert np.array_equal(same, narrow.get_layer("embedding").get_weights()[0])
