@@ -27,6 +27,28 @@ def test_savedmodel_signatures(tiny_exports, tiny_run):
     assert labels == [info.labels[i] for i in probs.numpy().argmax(1)]
 
 
+@pytest.mark.slow
+def test_saved_model_cli_runs_the_export_as_python_does(tiny_exports):
+    """TensorFlow's own client, which loads a SavedModel through the C++ Session API as TF Serving
+    does, runs `serve_text` with the probabilities kerasrnn.runtimes gives."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from kerasrnn.runtimes import SavedModelRuntime
+
+    texts = ["Free entry, WIN now!", "see you later"]
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    proc = subprocess.run([str(cli), "run", "--dir", str(tiny_exports / "savedmodel"), "--tag_set", "serve",
+                           "--signature_def", "serve_text", "--input_exprs", f"text={json.dumps(texts)}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    block = proc.stdout.split("Result for output key probabilities:")[1].split("Result for")[0]
+    printed = np.array([float(v) for v in re.findall(r"[-+]?\d*\.\d+(?:[eE][-+]?\d+)?", block)]).reshape(2, -1)
+    assert np.abs(printed - SavedModelRuntime(tiny_exports / "savedmodel").predict_texts(texts)).max() <= 1e-6
+
+
 def test_keras_model_refuses_an_unknown_pooling():
     from kerasrnn.model import build_model
 
