@@ -67,10 +67,10 @@ class SavedModelRuntime(Runtime):
     def __init__(self, path: Path, threads: int = 0):
         import tensorflow as tf
 
-        config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=threads,
-                                          inter_op_parallelism_threads=threads)
+        # intra-op threads: TensorFlow honours them only where it creates its pools (the first
+        # session or eager call of the process); the bench sets tf.config.threading first.
+        config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=threads)
         config.session_inter_op_thread_pool.add().num_threads = 1  # unused: calls run on the caller's thread
-        self.run_options = tf.compat.v1.RunOptions(inter_op_thread_pool=-1)
         self.graph = tf.Graph()
         self.session = tf.compat.v1.Session(graph=self.graph, config=config)
         verbosity = tf.get_logger().level
@@ -78,21 +78,38 @@ class SavedModelRuntime(Runtime):
         try:
             with self.graph.as_default():
                 signatures = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], str(path)).signature_def
-            tokens = signatures["serving_default"].inputs["tokens"]
+            self.max_len = int(signatures["serving_default"].inputs["tokens"].tensor_shape.dim[1].size)
+            self.ids_fn = self._callable(signatures["serving_default"], "tokens")
+            self.text_fn = self._callable(signatures["serve_text"], "text") if "serve_text" in signatures else None
         except Exception as exc:
+            self.session.close()
             raise UserError(f"{path}: cannot load SavedModel ({type(exc).__name__}); re-export it") from None
         finally:
             tf.get_logger().setLevel(verbosity)
-        self.ids_fn = self._callable(signatures["serving_default"], "tokens")
-        self.text_fn = self._callable(signatures["serve_text"], "text") if "serve_text" in signatures else None
-        self.max_len = int(tokens.tensor_shape.dim[1].size)
+        try:  # one call now: a file that loads but cannot run fails here, with this message
+            self.ids_fn(np.zeros((1, self.max_len), np.int32))
+        except tf.errors.OpError as exc:
+            self.session.close()
+            # e.g. Keras-graph SavedModels exported before kerasrnn tracked their variables: they
+            # load in Python but miss them in a Session, as in TF Serving (tensorflow#72963)
+            lines = [line.strip() for line in (exc.message or "").splitlines()
+                     if line.strip() and not line.strip().endswith(":")]  # past "Graph execution error:"
+            first = (lines[0].split(". ")[0] if lines else type(exc).__name__)[:160]
+            raise UserError(f"{path}: this SavedModel does not run in a Session as TF Serving runs it "
+                            f"({first}); re-export it with tools/export.py") from None
         self.labels, self.tokenizer = artifacts.savedmodel_extras(path)
 
     def _callable(self, signature, input_name: str):
+        import tensorflow as tf
+
         feed = self.graph.get_tensor_by_name(signature.inputs[input_name].name)
         fetch = self.graph.get_tensor_by_name(signature.outputs["probabilities"].name)
         call = self.session.make_callable(fetch, [feed], accept_options=True)
-        return lambda value: call(value, options=self.run_options)
+        on_caller_thread = tf.compat.v1.RunOptions(inter_op_thread_pool=-1)
+        return lambda value: call(value, options=on_caller_thread)
+
+    def close(self) -> None:
+        self.session.close()
 
     def predict_ids(self, ids):
         return self.ids_fn(np.asarray(ids, np.int32))

@@ -27,25 +27,56 @@ def test_savedmodel_signatures(tiny_exports, tiny_run):
 
 
 @pytest.mark.slow
-def test_saved_model_cli_runs_the_export_as_python_does(tiny_exports):
+def test_saved_model_cli_runs_the_export_as_python_does(tiny_exports, tiny_run):
     """TensorFlow's own client, which loads a SavedModel through the C++ Session API as TF Serving
-    does, runs `serve_text` with the probabilities kerasrnn.runtimes gives."""
+    does, runs `serve_text` with Keras's probabilities and those kerasrnn.runtimes gives."""
     import re
     import subprocess
     import sys
     from pathlib import Path
 
+    from kerasrnn.run import RunInfo
     from kerasrnn.runtimes import SavedModelRuntime
 
     texts = ["Free entry, WIN now!", "see you later"]
-    cli = Path(sys.executable).parent / "saved_model_cli"
+    cli = Path(sys.executable).parent / "saved_model_cli"  # installed with tensorflow, beside python
     proc = subprocess.run([str(cli), "run", "--dir", str(tiny_exports / "savedmodel"), "--tag_set", "serve",
                            "--signature_def", "serve_text", "--input_exprs", f"text={json.dumps(texts)}"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     block = proc.stdout.split("Result for output key probabilities:")[1].split("Result for")[0]
-    printed = np.array([float(v) for v in re.findall(r"[-+]?\d*\.\d+(?:[eE][-+]?\d+)?", block)]).reshape(2, -1)
+    # numpy prints 0.25, 1.e-03, 1. or 0.: every number in the block, row by row
+    printed = np.array([float(v) for v in re.findall(r"[-+]?\d+\.\d*(?:[eE][-+]?\d+)?", block)]).reshape(2, -1)
+    info = RunInfo.load(tiny_run)
+    keras_probs = info.load_model().predict(info.tokenizer.encode(texts), verbose=0)
+    assert np.abs(printed - keras_probs).max() <= 1e-5
     assert np.abs(printed - SavedModelRuntime(tiny_exports / "savedmodel").predict_texts(texts)).max() <= 1e-6
+
+
+def test_a_savedmodel_that_cannot_run_in_a_session_gets_a_one_line_error(tmp_path):
+    """A Keras model kept inside a tf.Module, as kerasrnn's Keras-graph SavedModels were before it
+    tracked their TensorFlow variables: it loads, but a Session (TF Serving) misses its variables.
+    `predict` says so in one line, exit 2, rather than a traceback at the first text."""
+    import keras
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+
+    class Old(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.int32, name="tokens")])
+        def serve(self, tokens):
+            return {"probabilities": self.model(tf.cast(tokens, tf.float32))}
+
+    module = Old()
+    tf.saved_model.save(module, str(tmp_path / "old"), signatures={"serving_default": module.serve})
+    proc = run_cli(["-m", "kerasrnn.predict", "--model", str(tmp_path / "old"), "hello"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    message = [line for line in proc.stderr.splitlines() if str(tmp_path / "old") in line]
+    assert len(message) == 1 and "does not run in a Session" in message[0] and "re-export it" in message[0]
 
 
 def test_keras_model_refuses_an_unknown_pooling():
@@ -77,7 +108,9 @@ def test_the_hand_built_serving_graph_answers_as_keras(tmp_path, pooling, linear
     tokenizer = Tokenizer([f"w{i}" for i in range(37)], max_len)  # 40 ids with the 3 reserved
     train = rng.integers(3, 9, (100, max_len)).astype(np.int32)
     stats = term_statistics([train], 40, bigrams)
-    ids = np.zeros((8, max_len), np.int32)
+    # a row without any token last where Keras defines its answer (max and last pool it to 0;
+    # mean pooling and the linear path divide 0 by 0 there)
+    ids = np.zeros((9 if pooling in ("max", "last") and linear == "none" else 8, max_len), np.int32)
     for row, length in enumerate([1, 2, 3, 7, CHUNK - 1, CHUNK, CHUNK + 1, max_len]):
         ids[row, :length] = np.r_[1, rng.integers(3, 9 if row % 2 else 40, length - 1)]
     for bidirectional in (False, True):

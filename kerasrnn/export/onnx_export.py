@@ -1,7 +1,7 @@
 """ONNX export: the native ONNX `RNN` operator by default, tf2onnx's Loop graph on request.
 
 Native: the graph is written from the Keras weights with onnx.helper: the ids cut at the batch's
-last real token -> Gather (embedding, folded with the first layer's input kernel when narrower:
+last real token -> Gather (embedding, folded with the first layer's input kernel when no wider:
 model.export_weights) -> the recurrence -> pooling -> MatMul/Add (+ the linear TF-IDF path) ->
 Softmax. The recurrence: the RNN operator per layer with `sequence_lens` = number of non-pad tokens
 (one kernel for the whole recurrence: the fast path at batch 1); for one forward layer, an If on

@@ -4,7 +4,7 @@ An unrolled conversion runs every one of max_len time steps as separate small op
 included. Here the graph is written directly with the flatbuffer schema:
 
     ids -> (ids outside [0, vocab) -> <UNKNOWN>) -> GATHER embedding (times the first layer's input
-           kernel when that makes it narrower: model.export_weights) -> SLICE to the real length
+           kernel when that makes it no wider: model.export_weights) -> SLICE to the real length
         -> UNIDIRECTIONAL_SEQUENCE_RNN per layer (bidirectional: a second one over the REVERSE_V2
            of the real steps, reversed back and concatenated) -> last / mean / max over the real steps
         -> FULLY_CONNECTED -> SOFTMAX
