@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from kerasrnn import pooling as pooling_mod
-from kerasrnn.export.onnx_recurrence import (PAST_END, POOLS, SCAN_FROM_BATCH, SCAN_POOLINGS, rnn_operator_layers,
-                                             scan_layer)
+from kerasrnn.export.onnx_recurrence import (PAST_END, POOLS, SCAN_FROM_BATCH, SCAN_POOLINGS, is_identity,
+                                             rnn_operator_layers, scan_layer)
 from kerasrnn.model import export_weights, head_weights, linear_weights
 from kerasrnn.tokenizer import PAD_ID, UNKNOWN_ID
 
@@ -44,12 +44,13 @@ def build_native(model, config: dict):
     linear = linear_weights(model)
     if linear is not None:  # the linear path's bias joins the Dense layer's: one Add fewer
         dense_b = (dense_b.astype(np.float64) + linear["bias"]).astype(np.float32)
+    bidirectional = config.get("bidirectional", False)
+    with_scan = len(layers) == 1 and not bidirectional and pooling in SCAN_POOLINGS
     kernel, recurrent, bias = layers[0][0]
-    # A folded table (kernel the identity) feeding max pooling takes the bias into its rows, as
-    # Keras adds it (x K + b, then h R), and <PAD>'s row becomes PAST_END: the Scan then needs no
+    # A folded table (kernel the identity) feeding the max-pooling Scan takes the bias into its rows,
+    # as Keras adds it (x K + b, then h R), and <PAD>'s row becomes PAST_END: the Scan then needs no
     # mask (onnx_recurrence.scan_layer); the RNN operator ignores steps past sequence_lens.
-    padding_saturates = len(layers) == 1 and not config.get("bidirectional", False) and pooling == "max" \
-        and kernel.shape[0] == kernel.shape[1] and np.array_equal(kernel, np.eye(kernel.shape[0]))
+    padding_saturates = with_scan and pooling == "max" and is_identity(kernel)
     if padding_saturates:
         emb = (emb.astype(np.float64) + bias).astype(np.float32)
         emb[PAD_ID] = PAST_END
@@ -84,12 +85,11 @@ def build_native(model, config: dict):
         helper.make_node("Slice", ["valid_full", "axis0", "steps_i64", "axis1"], ["valid"]),  # [B, T']
         helper.make_node("Gather", ["embedding", "ids"], ["embedded"]),               # [B, T, E]
     ]
-    bidirectional = config.get("bidirectional", False)
     rnn_nodes, rnn_inits = rnn_operator_layers(layers, units, bidirectional)
     inits += rnn_inits
     pooled_nodes, pooled_inits = pool(f"x_{len(layers)}", f"Yh_{len(layers) - 1}", bidirectional)
     inits += pooled_inits
-    if len(layers) == 1 and not bidirectional and pooling in SCAN_POOLINGS:
+    if with_scan:
         # onnxruntime's RNN operator is the fast path at batch 1 and slow on a batch (its cost per
         # row grows: 1.6 ms for 64 SMS-length texts where a Scan of MatMul, Add, Tanh takes 0.5);
         # an If on the batch size picks one (batches of 8 or more: the Scan), one file.

@@ -44,10 +44,15 @@ def rnn_operator_layers(layers, units: int, bidirectional: bool):
 PAST_END = -1e4  # an input product past a text's end on the max-pooling Scan (see scan_layer)
 
 
+def is_identity(kernel: np.ndarray) -> bool:
+    """Whether a first-layer kernel is the identity (model.export_weights folded it into the table)."""
+    return kernel.shape[0] == kernel.shape[1] and np.array_equal(kernel, np.eye(kernel.shape[0], dtype=kernel.dtype))
+
+
 def scan_layer(weights, units: int, pooling: str, padding_saturates: bool = False):
     """One forward layer as a Scan over the steps of "embedded" [B, T, E] (axis 1) -> "features_scan":
-    per step h = tanh(x_t + h R), held past each text's end as Keras does, pooled as it goes
-    (max, a masked sum for mean, or the last state). The input products x K + b of every step are
+    per step h = tanh(x_t + h R), pooled as it goes (max; for mean, a masked sum; for last, the
+    final state, held past each text's end as Keras does). The input products x K + b of every step are
     one MatMul before it (none when the table holds them already: K is then the identity).
 
     Max pooling needs no mask inside the loop: the inputs past each text's end are PAST_END, so
@@ -60,7 +65,6 @@ def scan_layer(weights, units: int, pooling: str, padding_saturates: bool = Fals
     from onnx import TensorProto, helper, numpy_helper
 
     kernel, recurrent, bias = weights
-    identity = kernel.shape[0] == kernel.shape[1] and np.array_equal(kernel, np.eye(kernel.shape[0], dtype=kernel.dtype))
     inits = [numpy_helper.from_array(np.asarray(recurrent, np.float32), "scan_recurrent"),
              numpy_helper.from_array(np.asarray(bias, np.float32), "scan_bias"),
              numpy_helper.from_array(np.array([units], np.int64), "scan_units"),
@@ -70,7 +74,7 @@ def scan_layer(weights, units: int, pooling: str, padding_saturates: bool = Fals
              numpy_helper.from_array(np.array(1.0, np.float32), "scan_one_f")]
     x = "embedded"
     nodes = []
-    if not identity:
+    if not is_identity(kernel):
         inits.append(numpy_helper.from_array(np.asarray(kernel, np.float32), "scan_kernel"))
         nodes.append(helper.make_node("MatMul", ["embedded", "scan_kernel"], ["scan_x_kernel"]))
         x = "scan_x_kernel"
@@ -85,11 +89,10 @@ def scan_layer(weights, units: int, pooling: str, padding_saturates: bool = Fals
     step = [helper.make_node("MatMul", ["h_in", "scan_recurrent"], ["h_r"]),
             helper.make_node("Add", ["h_r", "x_t"], ["h_pre"])]
     if pooling == "max":
-        inits += [numpy_helper.from_array(np.array(PAST_END, np.float32), "scan_past_end"),
-                  numpy_helper.from_array(np.array(0, np.int32), "scan_zero_i32")]
+        inits.append(numpy_helper.from_array(np.array(PAST_END, np.float32), "scan_past_end"))
         if not padding_saturates:
             nodes.append(helper.make_node("Where", ["scan_valid", "scan_x_all", "scan_past_end"], ["scan_x"]))
-        nodes += [helper.make_node("Greater", ["seq_lens", "scan_zero_i32"], ["scan_has_tokens"]),
+        nodes += [helper.make_node("Greater", ["seq_lens", "zero_i32"], ["scan_has_tokens"]),
                   helper.make_node("Unsqueeze", ["scan_has_tokens", "axis1"], ["scan_has_tokens_col"]),  # [B, 1]
                   helper.make_node("Where", ["scan_has_tokens_col", "scan_pool_start", "scan_zero_f"], ["scan_p_row"]),
                   helper.make_node("Expand", ["scan_p_row", "scan_state_shape"], ["scan_p0"])]
