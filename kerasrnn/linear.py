@@ -76,10 +76,10 @@ def term_statistics(id_chunks, vocab_size: int, bigrams: int) -> dict:
     chosen = [(pair, df) for pair, df in pair_freq.most_common(bigrams) if df >= 2] if bigrams else []
     first, second = (np.array([pair[k] for pair, _ in chosen], np.int64) for k in (0, 1))
     slots = table_slots(len(chosen))  # sized for the pairs there are, not the cap asked for
-    table, dropped = _cuckoo(first, second, slots)
+    table, dropped = _cuckoo(_probes(first, second, slots), slots)
     while dropped and slots < 1 << 26:  # rare below half full, but possible: a table twice the size
         slots *= 2
-        table, dropped = _cuckoo(first, second, slots)
+        table, dropped = _cuckoo(_probes(first, second, slots), slots)
     placed = np.sort(table[table >= 0])  # rows in frequency order, after the vocabulary
     row_of = {int(i): vocab_size + r for r, i in enumerate(placed)}
     keys = np.full((2, slots), EMPTY_KEY, np.int32)
@@ -96,15 +96,20 @@ def term_statistics(id_chunks, vocab_size: int, bigrams: int) -> dict:
             "bigrams_dropped": dropped}
 
 
-def _cuckoo(first: np.ndarray, second: np.ndarray, slots: int) -> tuple[np.ndarray, int]:
-    """slot -> index of the pair placed there (-1: empty), and how many pairs found no place.
+def _probes(first: np.ndarray, second: np.ndarray, slots: int) -> np.ndarray:
+    """[pairs, 2]: the two probe slots of each pair (probe_slots)."""
+    return np.stack(probe_slots(first, second, slots), axis=1) if len(first) else np.zeros((0, 2), np.int64)
+
+
+def _cuckoo(probes: np.ndarray, slots: int) -> tuple[np.ndarray, int]:
+    """slot -> index of the pair placed there (-1: empty), and how many pairs found no place, for
+    pairs whose two probe slots are `probes` [pairs, 2].
 
     Cuckoo insertion: a pair whose first slot is taken evicts the occupant, which moves to its other
     slot, and so on; at most half full, nearly every pair finds a place."""
-    probes = np.stack(probe_slots(first, second, slots), axis=1) if len(first) else np.zeros((0, 2), np.int64)
     table = np.full(slots, -1, np.int64)
     dropped = 0
-    for item in range(len(first)):
+    for item in range(len(probes)):
         slot = probes[item, 0]
         for _ in range(MAX_EVICTIONS):
             table[slot], item = item, table[slot]
@@ -114,6 +119,41 @@ def _cuckoo(first: np.ndarray, second: np.ndarray, slots: int) -> tuple[np.ndarr
         else:
             dropped += 1  # the pair left holding no slot after that many moves
     return table, dropped
+
+
+def export_pair_table(w: dict) -> dict:
+    """The bigram table rebuilt for the ONNX and TFLite graphs: the model's pairs and rows (w:
+    model.linear_weights), placed by a hash that costs those graphs fewer ops:
+
+    - probes (first x m1 + second) mod slots and (second x m2 + first) mod slots, with m1, m2 small
+      enough that no sum leaves int32 for ids below the vocabulary size: no mod of the words first;
+    - slot 0 stays empty, so that an ONNX graph can compute a probe as a mod of -slots, in
+      (-slots, 0], and read slot s at index s - slots of a table's tail (Gather takes negative
+      indices): the matched probe itself is then the pair's term, with no lookup of its row.
+    {"slots", "multipliers", "keys" int64 [slots] (first x vocab + second; -1: empty), "rows" int32
+    [slots] (the model's term row of the pair there; 0: empty)}."""
+    from kerasrnn.errors import InternalError
+
+    keys, rows, vocab = np.asarray(w["keys"], np.int64), np.asarray(w["rows"], np.int32), int(w["vocab_size"])
+    stored = np.flatnonzero(keys[0] >= 0)
+    first, second = keys[0, stored], keys[1, stored]
+    bound = (2 ** 31 - 1 - vocab) // vocab  # (vocab - 1) x m + vocab - 1 < 2^31
+    m1, m2 = int(bound * 0.6180339887) | 1, int(bound * 0.7548776662) | 1
+    slots = table_slots(len(stored))
+    while slots < 1 << 27:
+        probes = np.stack([(first * m1 + second) % slots, (second * m2 + first) % slots], axis=1)
+        probes = np.where(probes == 0, probes[:, ::-1], probes)  # a pair never goes to slot 0
+        table, dropped = _cuckoo(probes, slots)
+        if not dropped and not (probes == 0).all(axis=1).any():
+            break
+        slots *= 2
+    else:
+        raise InternalError(f"no export table holds the model's {len(stored)} word pairs")
+    placed = table >= 0
+    out_keys, out_rows = np.full(slots, EMPTY_KEY, np.int64), np.zeros(slots, np.int32)
+    out_keys[placed] = first[table[placed]] * vocab + second[table[placed]]
+    out_rows[placed] = rows[stored[table[placed]]]
+    return {"slots": slots, "multipliers": (m1, m2), "keys": out_keys, "rows": out_rows}
 
 
 def term_ids(ids: np.ndarray, stats: dict) -> np.ndarray:

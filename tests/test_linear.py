@@ -237,6 +237,36 @@ def test_a_table_filled_to_half_keeps_every_pair():
     assert stored == set(pairs)
 
 
+@pytest.mark.parametrize("vocab, count", [(4000, 8191), (60_000, 3000), (40, 20)])
+def test_the_export_table_finds_every_model_pair_by_int32_arithmetic_and_leaves_slot_0_empty(vocab, count):
+    """kerasrnn.linear.export_pair_table: the model's pairs and rows under the exporter's hash, which
+    the ONNX graph computes without a mod of the words first and reads at negative indices."""
+    from kerasrnn.linear import export_pair_table, term_statistics
+
+    rng = np.random.default_rng(vocab)
+    pairs = sorted({(int(a), int(b)) for a, b in rng.integers(3, vocab, (2 * count, 2))})[:count]
+    ids = np.zeros((2 * len(pairs), 4), np.int32)
+    for i, (a, b) in enumerate(pairs):
+        ids[2 * i] = ids[2 * i + 1] = (1, a, b, 0)
+    stats = term_statistics([ids], vocab, len(pairs))
+    model_rows = {(int(a), int(b)): int(r) for a, b, r in zip(*stats["bigram_keys"], stats["bigram_rows"]) if a >= 0}
+    table = export_pair_table({"keys": stats["bigram_keys"], "rows": stats["bigram_rows"], "vocab_size": vocab})
+    slots, (m1, m2), keys = table["slots"], table["multipliers"], table["keys"]
+    assert keys[0] == -1 and table["rows"][0] == 0  # slot 0 empty
+    assert (vocab - 1) * max(m1, m2) + vocab - 1 < 2 ** 31  # both probe sums stay in int32
+    first, second = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    probes = np.stack([(first * m1 + second) % slots, (second * m2 + first) % slots])
+    hit = keys[probes] == first * vocab + second  # [2, pairs]
+    assert hit.any(axis=0).all()  # each pair in one of its slots, in one only (or both probes are that slot)
+    assert (probes[0] == probes[1])[hit.all(axis=0)].all()
+    rows = np.where(hit, table["rows"][probes], 0).max(axis=0)
+    assert rows.tolist() == [model_rows[p] for p in pairs]
+    others = rng.integers(3, vocab, (2, 5000))
+    others = others[:, [(int(a), int(b)) not in model_rows for a, b in others.T]]
+    other_probes = np.stack([(others[0] * m1 + others[1]) % slots, (others[1] * m2 + others[0]) % slots])
+    assert not (keys[other_probes] == others[0] * vocab + others[1]).any()  # no pair outside is found
+
+
 @pytest.mark.parametrize("labels", [(0, 1), (0, 1, 2), (0, 2)])
 def test_the_solved_linear_path_scores_as_linearsvc_on_its_features(sms_rows, labels):
     """--linear-solver liblinear: the layer with fit_linear_svm's weights gives LinearSVC's decision

@@ -168,13 +168,16 @@ def _bag_logits(table: np.ndarray, logits_in: str, logits_out: str):
 
 def _linear_scores(w: dict, max_len: int, logits_in: str, logits_out: str):
     """The linear TF-IDF path (kerasrnn.linear.TfidfLinear, the same sums) from "ids", in few nodes
-    (at batch 1 each node costs onnxruntime a fixed overhead that dwarfs these small tensors):
+    (at batch 1 each node costs onnxruntime about a microsecond, far more than these small tensors):
 
-    - word pairs: each pair as one int64 key first * vocab + second (ids are in [0, vocab) here), its
-      two probe slots side by side ([B, 2, pairs]), the stored key compared, the matching slot's row
-      taken by a max over the two (cuckoo hashing stores a pair in one slot);
+    - word pairs, by the export's own table (kerasrnn.linear.export_pair_table): the pairs of the
+      cut length T' gathered from the ids at once ([B, 2, P]: first, second), one MatMul giving both
+      probe sums and the pair's key first x vocab + second, one Mod by -slots giving each probe's
+      slot s as s - slots (0 for slot 0, which is empty); the stored key compared; the matching
+      probe (negative) is the pair's term, 0 (<PAD>, weightless) for a pair outside the table;
     - each term's count c in its text: an equality matrix of the terms, summed;
-    - one gather of [idf x kernel row | idf^2] per term and one of [f(c) ... | g(c)] per count, with
+    - one gather of [idf x kernel row | idf^2] per term (words at their id, pairs at their slot in
+      the table's tail, read by the negative term) and one of [f(c) ... | g(c)] per count, with
       f(c) = (1 + ln c) / c and g(c) = (1 + ln c)^2 / c (kerasrnn.linear.folded_tables): their
       product summed over the positions is [sum of weighted kernel rows | squared norm];
     - scores = sums / norm, without a Max guard: <PAD> and <START> carry an idf^2 of 1e-24
@@ -182,49 +185,53 @@ def _linear_scores(w: dict, max_len: int, logits_in: str, logits_out: str):
       (build_native)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from kerasrnn.linear import folded_tables, guarded_idf_sq, multipliers
+    from kerasrnn.linear import export_pair_table, folded_tables, guarded_idf_sq
 
     const = lambda name, value, dtype=np.int64: numpy_helper.from_array(np.array(value, dtype), name)  # noqa: E731
-    classes = w["kernel"].shape[1]
+    classes, vocab = w["kernel"].shape[1], int(w["vocab_size"])
     n = max_len if w["keys"] is None else 2 * max_len - 1
     tables = folded_tables(w, n)
     rows = tables["rows"].copy()
     rows[:, classes] = guarded_idf_sq(w["idf"])
-    inits = [numpy_helper.from_array(rows, "linear_rows"),
-             numpy_helper.from_array(tables["counts"], "linear_count_factors"),
-             const("lin_axis2", [2]), const("lin_classes", [classes]), const("lin_norm_end", [classes + 1])]
-    nodes = []
-    terms = "ids"
+    nodes, inits, terms = [], [], "ids"
     if w["keys"] is not None:
-        slots = w["slots"]
-        inits += [numpy_helper.from_array(tables["pair_keys"], "bigram_pair_keys"),
-                  numpy_helper.from_array(w["rows"], "bigram_rows"),
-                  const("lin_vocab", tables["vocab"]), const("lin_slots", slots), const("lin_none", 0, np.int32),
-                  const("lin_start0", [0]), const("lin_start1", [1]), const("lin_end0", [-1]),
-                  const("lin_end1", [np.iinfo(np.int64).max]),
-                  const("lin_multipliers", np.array(multipliers(slots), np.int64)[:, None])]          # [2, 1]
-        nodes += [helper.make_node("Cast", ["ids"], ["ids_i64"], to=TensorProto.INT64),
-                  helper.make_node("Slice", ["ids_i64", "lin_start0", "lin_end0", "axis1"], ["pair_first"]),
-                  helper.make_node("Slice", ["ids_i64", "lin_start1", "lin_end1", "axis1"], ["pair_second"]),
-                  helper.make_node("Mul", ["pair_first", "lin_vocab"], ["pair_first_v"]),
-                  helper.make_node("Add", ["pair_first_v", "pair_second"], ["pair_key"]),          # [B, P]
-                  helper.make_node("Unsqueeze", ["pair_key", "axis1"], ["pair_key_3"]),            # [B, 1, P]
-                  helper.make_node("Unsqueeze", ["pair_first", "axis1"], ["pair_first_3"]),
-                  helper.make_node("Unsqueeze", ["pair_second", "axis1"], ["pair_second_3"]),
-                  # probe k: ((a mod slots) x m_k + b) mod slots, (a, b) = (first, second), (second, first)
-                  helper.make_node("Concat", ["pair_first_3", "pair_second_3"], ["probe_a"], axis=1),  # [B, 2, P]
-                  helper.make_node("Concat", ["pair_second_3", "pair_first_3"], ["probe_b"], axis=1),
-                  helper.make_node("Mod", ["probe_a", "lin_slots"], ["probe_a_mod"]),
-                  helper.make_node("Mul", ["probe_a_mod", "lin_multipliers"], ["probe_a_mul"]),
-                  helper.make_node("Add", ["probe_a_mul", "probe_b"], ["probe_sum"]),
-                  helper.make_node("Mod", ["probe_sum", "lin_slots"], ["probe_slot"]),
+        pairs = export_pair_table(w)
+        slots, (m1, m2) = pairs["slots"], pairs["multipliers"]
+        key_type = np.int32 if vocab * vocab < 2 ** 31 else np.int64  # int32: no Cast of the words
+        rows = np.concatenate([rows[:vocab], rows[pairs["rows"]]])  # [vocab + slots, classes + 1]
+        # Column j >= 1 of pair_index holds the positions of pair j - 1 (first, second); the Slice
+        # from column 1 to "steps" keeps the pairs of the cut length T' (column 0 is never read).
+        pair_index = np.zeros((2, max_len), np.int64)
+        pair_index[0, 1:], pair_index[1, 1:] = np.arange(max_len - 1), np.arange(1, max_len)
+        inits += [numpy_helper.from_array(pairs["keys"].astype(key_type), "bigram_pair_keys"),
+                  numpy_helper.from_array(pair_index, "pair_index"),
+                  numpy_helper.from_array(np.array([[m1, 1], [1, m2], [vocab, 1]], key_type), "pair_combine"),
+                  const("lin_neg_slots", -slots, key_type), const("lin_none", 0, key_type),
+                  const("lin_split", [2, 1])]
+        words = "pair_words"
+        nodes += [helper.make_node("Slice", ["pair_index", "axis1", "steps_i64", "axis1"], ["pair_index_cut"]),
+                  helper.make_node("Gather", ["ids", "pair_index_cut"], [words], axis=1)]             # [B, 2, P]
+        if key_type == np.int64:
+            nodes.append(helper.make_node("Cast", [words], ["pair_words_i64"], to=TensorProto.INT64))
+            words = "pair_words_i64"
+        # [m1 1; 1 m2; vocab 1] x (first, second): both probes before their mod, and the key
+        nodes += [helper.make_node("MatMul", ["pair_combine", words], ["pair_combined"]),          # [B, 3, P]
+                  helper.make_node("Split", ["pair_combined", "lin_split"], ["probe_sum", "pair_key"], axis=1),
+                  helper.make_node("Mod", ["probe_sum", "lin_neg_slots"], ["probe_slot"]),  # in (-slots, 0]
                   helper.make_node("Gather", ["bigram_pair_keys", "probe_slot"], ["probe_key"]),
-                  helper.make_node("Equal", ["probe_key", "pair_key_3"], ["probe_match"]),
-                  helper.make_node("Gather", ["bigram_rows", "probe_slot"], ["probe_row"]),
-                  helper.make_node("Where", ["probe_match", "probe_row", "lin_none"], ["probe_found"]),
-                  helper.make_node("ReduceMax", ["probe_found"], ["pair_row"], axes=[1], keepdims=0),  # [B, P]
-                  helper.make_node("Concat", ["ids", "pair_row"], ["terms"], axis=1)]               # [B, N]
+                  helper.make_node("Equal", ["probe_key", "pair_key"], ["probe_match"]),
+                  helper.make_node("Where", ["probe_match", "probe_slot", "lin_none"], ["probe_found"]),
+                  helper.make_node("ReduceMin", ["probe_found"], ["pair_term"], axes=[1], keepdims=0),  # [B, P]
+                  ]
+        pair_term = "pair_term"
+        if key_type == np.int64:
+            nodes.append(helper.make_node("Cast", [pair_term], ["pair_term_i32"], to=TensorProto.INT32))
+            pair_term = "pair_term_i32"
+        nodes.append(helper.make_node("Concat", ["ids", pair_term], ["terms"], axis=1))            # [B, N]
         terms = "terms"
+    inits += [numpy_helper.from_array(rows, "linear_rows"),
+              numpy_helper.from_array(tables["counts"], "linear_count_factors"),
+              const("lin_axis2", [2]), const("lin_split_norm", [classes, 1])]
     nodes += [helper.make_node("Unsqueeze", [terms, "lin_axis2"], ["terms_col"]),            # [B, N, 1]
               helper.make_node("Unsqueeze", [terms, "axis1"], ["terms_row"]),                # [B, 1, N]
               helper.make_node("Equal", ["terms_col", "terms_row"], ["terms_same"]),
@@ -236,12 +243,12 @@ def _linear_scores(w: dict, max_len: int, logits_in: str, logits_out: str):
               helper.make_node("Gather", ["linear_rows", terms], ["term_rows"]),                    # [B, N, C+1]
               helper.make_node("Mul", ["term_factors", "term_rows"], ["term_products"]),
               helper.make_node("ReduceSum", ["term_products", "axis1"], ["linear_sums"], keepdims=0),  # [B, C+1]
-              helper.make_node("Slice", ["linear_sums", "axis0", "lin_classes", "axis1"], ["linear_raw"]),
-              helper.make_node("Slice", ["linear_sums", "lin_classes", "lin_norm_end", "axis1"], ["linear_norm_sq"]),
+              helper.make_node("Split", ["linear_sums", "lin_split_norm"], ["linear_raw", "linear_norm_sq"], axis=1),
               helper.make_node("Sqrt", ["linear_norm_sq"], ["linear_norm"]),
               helper.make_node("Div", ["linear_raw", "linear_norm"], ["linear_scores"]),
               helper.make_node("Add", [logits_in, "linear_scores"], [logits_out])]
     return nodes, inits
+
 
 def build_loop(model, config: dict):
     """tf2onnx's conversion of the traced Keras graph (a Loop over time steps)."""

@@ -177,6 +177,8 @@ def classifier_head(g: GraphBuilder, model, features: int, width: int, ids: int,
     g.op(Op.RESHAPE, [has_tokens_1, g.constant("shape_11", np.array([1, 1], np.int32))], [has_tokens_f],
          Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[1, 1]))
     g.op(Op.MUL, [features, has_tokens_f], [gated], Opt.MulOptions, T.MulOptionsT())
+    from kerasrnn.export.tflite_linear import linear_scores
+
     dense_w, dense_b, bag_table = head_weights(model)
     linear = linear_weights(model)
     if linear is not None:  # the linear path's bias joins the Dense layer's: one ADD fewer
@@ -186,7 +188,7 @@ def classifier_head(g: GraphBuilder, model, features: int, width: int, ids: int,
     g.op(Op.FULLY_CONNECTED, [gated, g.weight("dense/kernel", dense_w.T), g.weight("dense/bias", dense_b)],
          [logits], Opt.FullyConnectedOptions, T.FullyConnectedOptionsT())
     for name, extra in (("logits_bag", None if bag_table is None else lambda: _bag_mean(g, bag_table, ids, valid, length)),
-                        ("logits_linear", None if linear is None else lambda: _linear_scores(g, linear, ids))):
+                        ("logits_linear", None if linear is None else lambda: linear_scores(g, linear, ids))):
         if extra is not None:
             total = g.tensor(name, [1, classes])
             g.op(Op.ADD, [logits, extra()], [total], Opt.AddOptions, T.AddOptionsT())
@@ -218,133 +220,3 @@ def _bag_mean(g: GraphBuilder, table: np.ndarray, ids: int, valid: int, length: 
          Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=[1, 1]))
     g.op(Op.DIV, [total, count_2], [mean], Opt.DivOptions, T.DivOptionsT())
     return mean
-
-
-def _linear_scores(g: GraphBuilder, w: dict, ids: int) -> int:
-    """[1, classes]: the linear TF-IDF path (kerasrnn.linear.TfidfLinear) without its bias (the head
-    adds it to the Dense layer's), in few ops (each costs TFLite a fixed overhead at batch 1, which
-    dominates these small tensors; 28 ops here, 37 before):
-
-    - word pairs: the pairs as (first, second) and as (second, first) gathered from the ids at once
-      ([1, 2, pairs]), both probe slots computed together, each pair as one int32 key
-      first * vocab + second compared with the slot's stored key, the matching slot's row taken by
-      a max over the two (a pair is stored in one slot only: cuckoo hashing). A vocabulary too
-      large for an int32 key (over 46,340 words) compares the two words one by one instead;
-    - each term's count c in its text: an equality matrix of the terms, summed; the sublinear
-      factors f(c) = (1 + ln c) / c and g(c) = (1 + ln c)^2 / c are looked up from tables of c, not
-      computed, and idf is folded into the kernel rows: the score is sum f(c_i) x (idf x kernel)
-      row of term i, the squared norm sum g(c_i) x idf_i^2 (kerasrnn.linear.folded_tables);
-    - scores = that sum x rsqrt(norm^2), without a MAXIMUM guard: <PAD> and <START> carry an idf^2
-      of 1e-24 (kerasrnn.linear.guarded_idf_sq says why that is exact)."""
-    from kerasrnn.linear import folded_tables, guarded_idf_sq
-
-    max_len, classes = g.tensors[ids].shape[1], w["kernel"].shape[1]
-    terms, n = ids, (2 * max_len - 1 if w["keys"] is not None else max_len)  # the words, then their pairs
-    reshape = lambda x, shape, out: g.op(  # noqa: E731
-        Op.RESHAPE, [x, g.constant(g.tensors[out].name.decode() + "_shape", np.array(shape, np.int32))], [out],
-        Opt.ReshapeOptions, options(T.ReshapeOptionsT, newShape=shape))
-    gather = lambda table, index, out, axis=0: g.op(Op.GATHER, [table, index], [out], Opt.GatherOptions,  # noqa: E731
-                                                    options(T.GatherOptionsT, axis=axis))
-    mul = lambda a, b, out: g.op(Op.MUL, [a, b], [out], Opt.MulOptions, T.MulOptionsT())  # noqa: E731
-    reduce = lambda kind, x, axis, out, keep: g.op(  # noqa: E731
-        kind, [x, g.constant(g.tensors[out].name.decode() + "_axis", np.array([axis], np.int32))], [out],
-        Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=keep))
-    tables = folded_tables(w, n)
-    if w["keys"] is not None:
-        found = _pair_rows(g, w, tables["pair_keys"], ids, gather, mul, reduce) if w["vocab_size"] ** 2 < 2 ** 31 \
-            else _pair_rows_by_word(g, w, ids, gather, mul)
-        terms = g.tensor("terms", [1, n], I32)
-        g.op(Op.CONCATENATION, [ids, found], [terms], Opt.ConcatenationOptions,
-             options(T.ConcatenationOptionsT, axis=1))
-    idf_sq = guarded_idf_sq(w["idf"])
-    # Shapes chosen so that no op is spent on reshapes: counts come out as [1, n, 1] (summed with
-    # keepDims), so the factors looked up by them and idf^2 looked up by the [1, n, 1] terms
-    # broadcast against the [1, n, classes] kernel rows as they are.
-    f = {name: g.tensor("term_" + name, shape, dtype) for name, shape, dtype in (
-        ("col", [1, n, 1], I32), ("same", [1, n, n], BOOL), ("same_i", [1, n, n], I32),
-        ("count", [1, n, 1], I32), ("tf", [1, n, 1], F32), ("tf_sq", [1, n, 1], F32), ("idf_sq", [1, n, 1], F32),
-        ("sq", [1, n, 1], F32), ("norm_sq", [1], F32), ("rnorm", [1], F32),
-        ("weighted", [1, n, classes], F32), ("sum", [1, classes], F32), ("scores", [1, classes], F32))}
-    reshape(terms, [1, n, 1], f["col"])
-    g.op(Op.EQUAL, [f["col"], terms], [f["same"]])  # [1, n, 1] against [1, n]: [1, n, n]
-    g.op(Op.CAST, [f["same"]], [f["same_i"]], Opt.CastOptions, options(T.CastOptionsT, inDataType=BOOL, outDataType=I32))
-    reduce(Op.SUM, f["same_i"], 2, f["count"], True)
-    gather(g.constant("term_tf_table", tables["counts"][:, 0].copy()), f["count"], f["tf"])
-    gather(g.constant("term_tf_sq_table", tables["counts"][:, classes].copy()), f["count"], f["tf_sq"])
-    # float32 in every variant: float16 would round <PAD>'s and <START>'s 1e-24 to 0 (a NaN score
-    # for a text without words, seen in the browser)
-    gather(g.constant("linear/idf_sq", idf_sq), f["col"], f["idf_sq"])
-    mul(f["idf_sq"], f["tf_sq"], f["sq"])
-    g.op(Op.SUM, [f["sq"], g.constant("term_norm_axes", np.array([1, 2], np.int32))], [f["norm_sq"]],
-         Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=False))
-    g.op(Op.RSQRT, [f["norm_sq"]], [f["rnorm"]])
-    mul(g.lookup("term_rows", tables["rows"][:, :classes], terms, [1, n, classes]), f["tf"], f["weighted"])
-    reduce(Op.SUM, f["weighted"], 1, f["sum"], False)
-    mul(f["sum"], f["rnorm"], f["scores"])
-    return f["scores"]
-
-
-def _pair_rows(g: GraphBuilder, w: dict, pair_keys: np.ndarray, ids: int, gather, mul, reduce) -> int:
-    """[1, pairs] int32: each adjacent pair's bigram row (0: not in the table), by int32 keys
-    (`pair_keys`: kerasrnn.linear.folded_tables's)."""
-    from kerasrnn.linear import multipliers
-
-    slots, pairs = w["slots"], g.tensors[ids].shape[1] - 1
-    t = {name: g.tensor("pair_" + name, shape, dtype) for name, shape, dtype in (
-        ("a", [1, 2, pairs], I32), ("b", [1, 2, pairs], I32), ("a_mod", [1, 2, pairs], I32),
-        ("a_mul", [1, 2, pairs], I32), ("sum", [1, 2, pairs], I32), ("slot", [1, 2, pairs], I32),
-        ("a_key", [1, 2, pairs], I32), ("key", [1, 1, pairs], I32), ("stored", [1, 2, pairs], I32),
-        ("match", [1, 2, pairs], BOOL), ("row", [1, 2, pairs], I32), ("candidate", [1, 2, pairs], I32),
-        ("found", [1, pairs], I32))}
-    first, second = np.arange(pairs, dtype=np.int32), np.arange(1, pairs + 1, dtype=np.int32)
-    gather(ids, g.constant("pair_index_a", np.stack([first, second])), t["a"], 1)  # (first, second)
-    gather(ids, g.constant("pair_index_b", np.stack([second, first])), t["b"], 1)  # (second, first)
-    slots_c = g.constant("pair_slots", np.array(slots, np.int32))
-    g.op(Op.FLOOR_MOD, [t["a"], slots_c], [t["a_mod"]], Opt.FloorModOptions, T.FloorModOptionsT())
-    mul(t["a_mod"], g.constant("pair_multipliers", np.array(multipliers(slots), np.int32).reshape(1, 2, 1)), t["a_mul"])
-    g.op(Op.ADD, [t["a_mul"], t["b"]], [t["sum"]], Opt.AddOptions, T.AddOptionsT())
-    g.op(Op.FLOOR_MOD, [t["sum"], slots_c], [t["slot"]], Opt.FloorModOptions, T.FloorModOptionsT())
-    mul(t["a"], g.constant("pair_key_scale", np.array([w["vocab_size"], 1], np.int32).reshape(1, 2, 1)), t["a_key"])
-    reduce(Op.SUM, t["a_key"], 1, t["key"], True)  # first * vocab + second
-    gather(g.constant("bigram_pair_keys", pair_keys.astype(np.int32)), t["slot"], t["stored"])
-    g.op(Op.EQUAL, [t["stored"], t["key"]], [t["match"]])
-    gather(g.constant("bigram_rows", w["rows"]), t["slot"], t["row"])
-    g.op(Op.SELECT_V2, [t["match"], t["row"], g.constant("pair_none", np.array(0, np.int32))], [t["candidate"]])
-    reduce(Op.REDUCE_MAX, t["candidate"], 1, t["found"], False)
-    return t["found"]
-
-
-def _pair_rows_by_word(g: GraphBuilder, w: dict, ids: int, gather, mul) -> int:
-    """_pair_rows for a vocabulary whose pair keys overflow int32: both words compared one by one."""
-    from kerasrnn.linear import multipliers
-
-    slots, pair = w["slots"], g.tensors[ids].shape[1] - 1
-    concat = lambda parts, axis, out: g.op(Op.CONCATENATION, parts, [out], Opt.ConcatenationOptions,  # noqa: E731
-                                           options(T.ConcatenationOptionsT, axis=axis))
-    i = {name: g.tensor("pair_" + name, shape, dtype) for name, shape, dtype in (
-        ("first", [1, pair], I32), ("second", [1, pair], I32), ("a", [2, pair], I32), ("b", [2, pair], I32),
-        ("a_mod", [2, pair], I32), ("a_mul", [2, pair], I32), ("sum", [2, pair], I32), ("slot", [2, pair], I32),
-        ("key_first", [2, pair], I32), ("key_second", [2, pair], I32), ("eq_first", [2, pair], BOOL),
-        ("eq_second", [2, pair], BOOL), ("match", [2, pair], BOOL), ("row", [2, pair], I32),
-        ("candidate", [2, pair], I32), ("found", [1, pair], I32))}
-    size = g.constant("pair_size", np.array([1, pair], np.int32))
-    for name, begin in (("first", [0, 0]), ("second", [0, 1])):
-        g.op(Op.SLICE, [ids, g.constant(f"pair_begin_{name}", np.array(begin, np.int32)), size], [i[name]],
-             Opt.SliceOptions, T.SliceOptionsT())
-    concat([i["first"], i["second"]], 0, i["a"])
-    concat([i["second"], i["first"]], 0, i["b"])
-    slots_c = g.constant("pair_slots", np.array(slots, np.int32))
-    g.op(Op.FLOOR_MOD, [i["a"], slots_c], [i["a_mod"]], Opt.FloorModOptions, T.FloorModOptionsT())
-    mul(i["a_mod"], g.constant("pair_multipliers", np.array(multipliers(slots), np.int32)[:, None]), i["a_mul"])
-    g.op(Op.ADD, [i["a_mul"], i["b"]], [i["sum"]], Opt.AddOptions, T.AddOptionsT())
-    g.op(Op.FLOOR_MOD, [i["sum"], slots_c], [i["slot"]], Opt.FloorModOptions, T.FloorModOptionsT())
-    gather(g.constant("bigram_keys_first", w["keys"][0]), i["slot"], i["key_first"])
-    gather(g.constant("bigram_keys_second", w["keys"][1]), i["slot"], i["key_second"])
-    g.op(Op.EQUAL, [i["key_first"], i["first"]], [i["eq_first"]])
-    g.op(Op.EQUAL, [i["key_second"], i["second"]], [i["eq_second"]])
-    g.op(Op.LOGICAL_AND, [i["eq_first"], i["eq_second"]], [i["match"]])
-    gather(g.constant("bigram_rows", w["rows"]), i["slot"], i["row"])
-    g.op(Op.SELECT_V2, [i["match"], i["row"], g.constant("pair_none", np.array(0, np.int32))], [i["candidate"]])
-    g.op(Op.REDUCE_MAX, [i["candidate"], g.constant("pair_axis", np.array([0], np.int32))], [i["found"]],
-         Opt.ReducerOptions, options(T.ReducerOptionsT, keepDims=True))
-    return i["found"]
