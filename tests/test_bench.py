@@ -56,6 +56,9 @@ def test_bench_runs_on_a_trained_run_with_the_default_dropout(tmp_path, tiny_run
     assert {"SavedModel", "TFLite dynamic", "TFLite int8", "baseline run ONNX", "baseline run TFLite"} <= formats
     for fmt in ("ONNX", "TFLite"):  # the other run's files are timed in the same rounds and compared
         assert result["ratios"][f"{fmt} batch 1: this run / baseline run"] > 0
+        paired = result["paired"][fmt]  # and again in alternating blocks, each block a ratio
+        assert paired["rounds"] == 10 and paired["quartiles"][0] <= paired["ratio"] <= paired["quartiles"][1]
+        assert result["ratios"][f"{fmt} batch 1: this run / baseline run, alternating blocks"] == paired["ratio"]
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kerasrnn.export.tflite_graph import BOOL, F32, I32, GraphBuilder, Op, Opt, T, options
+from kerasrnn.export.tflite_graph import BOOL, I32, GraphBuilder, Op, Opt, T, options
 
 
 def linear_scores(g: GraphBuilder, w: dict, ids: int) -> int:

@@ -15,7 +15,6 @@ Writes bench.json, bench.md and bench.png. A benchmark, not a test: a smoke test
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.floor import NAME as FLOOR
+from benchmarks.paired import paired_ratio
 from benchmarks.training import bench_training
 
 
@@ -307,6 +307,15 @@ def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, tr
         log("inference (one thread):")
         result["inference"] = bench_inference(model, files, ids, 60 if quick else 1000, 3 if quick else 30, log,
                                               own_ids, floor)
+        if baseline_run:
+            graph = TFLITE_ROWS[result["tflite_graph"]]
+            result["paired"] = {fmt: paired_ratio(files[name], ids, files[f"{BASELINE} {fmt}"],
+                                                  own_ids[f"{BASELINE} {fmt}"], rounds=10 if quick else 150)
+                                for fmt, name in (("ONNX", "ONNX native RNN (ours)"), ("TFLite", graph))}
+            for fmt, p in result["paired"].items():
+                log(f"  {fmt} batch 1, this run / {BASELINE}, alternating blocks: {p['ratio']:.2f}x "
+                    f"(quartiles {p['quartiles'][0]:.2f}-{p['quartiles'][1]:.2f}; {p['median_us']:.1f} / "
+                    f"{p['baseline_median_us']:.1f} us)")
     by = {r["format"]: r for r in result["inference"]}
     med = lambda name: by[name]["batch1"]["median_us"]  # noqa: E731
     if floor:
@@ -325,6 +334,7 @@ def run_bench(run: str | None, synthetic: str | None, quick: bool, out: Path, tr
         ours = {"ONNX": "ONNX native RNN (ours)", "TFLite": TFLITE_ROWS[result["tflite_graph"]]}
         for fmt, name in ours.items():
             result["ratios"][f"{fmt} batch 1: this run / {BASELINE}"] = med(name) / med(f"{BASELINE} {fmt}")
+            result["ratios"][f"{fmt} batch 1: this run / {BASELINE}, alternating blocks"] = result["paired"][fmt]["ratio"]
     if train:
         data = load_dataset(None)
         n = 600 if quick else len(data.texts)
