@@ -4,7 +4,7 @@ Both run a hand-built graph of the model's math (`Forward`), as the ONNX and TFL
 not Keras's traced graph: the recurrence is a tf.while_loop over chunks of 16 unrolled steps that
 covers the batch's longest real text (not max_len), the first layer's input product is folded into
 the embedding table, and the linear TF-IDF path is gathers from folded tables
-(kerasrnn.linear.folded_tables). Keras's graph took 17x the ONNX file's batch-1 latency (#17).
+(kerasrnn.linear.folded_tables) with its word pairs found by one hash-table lookup. Keras's graph took 17x the ONNX file's batch-1 latency (#17).
 Standard TensorFlow ops only: TF Serving loads it as is. Architectures outside the hand-built graph
 (several layers, bidirectional, a bag-of-words path) serve Keras's graph as before.
 
@@ -40,13 +40,17 @@ def forward_module(model, config: dict):
     probabilities with the same math as Keras (see the module docstring)."""
     import tensorflow as tf
 
-    from kerasrnn.linear import folded_tables, multipliers
+    import numpy as np
+
+    from kerasrnn.linear import folded_tables, guarded_idf_sq
     from kerasrnn.model import export_weights, head_weights, input_product_table, linear_weights
 
     embedding, layers = export_weights(model, 1)
     kernel, recurrent, bias = layers[0][0]
     dense_w, dense_b, _ = head_weights(model)
     linear = linear_weights(model)
+    if linear is not None:  # the linear path's bias joins the Dense layer's
+        dense_b = (dense_b.astype(np.float64) + linear["bias"]).astype(np.float32)
     pooling, max_len, classes = config["pooling"], config["max_len"], int(dense_b.shape[0])
     chunks_max = -(-max_len // CHUNK)
 
@@ -60,12 +64,16 @@ def forward_module(model, config: dict):
             if linear is not None:
                 n = max_len if linear["keys"] is None else 2 * max_len - 1
                 tables = folded_tables(linear, n)
-                self.linear_rows, self.linear_counts = var(tables["rows"], "linear_rows"), \
-                    var(tables["counts"], "linear_count_factors")
-                self.linear_bias = var(linear["bias"], "linear_bias")
+                rows = tables["rows"].copy()
+                rows[:, classes] = guarded_idf_sq(linear["idf"])  # no maximum(norm, 1e-12) needed
+                self.linear_rows, self.linear_counts = var(rows, "linear_rows"), var(tables["counts"], "linear_count_factors")
                 if linear["keys"] is not None:
-                    self.pair_keys, self.pair_rows = var(tables["pair_keys"], "pair_keys"), \
-                        var(linear["rows"], "pair_rows")
+                    # word pair key first * vocab + second -> its term row (0: not a bigram), one
+                    # LookupTableFindV2 op; TF Serving initialises the table when it loads the model
+                    keys, rows_of = np.asarray(linear["keys"], np.int64), np.asarray(linear["rows"], np.int64)
+                    stored = keys[0] >= 0
+                    self.pair_table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+                        keys[0, stored] * linear["vocab_size"] + keys[1, stored], rows_of[stored]), default_value=0)
 
         def __call__(self, ids):
             lens = tf.reduce_sum(tf.cast(ids > 0, tf.int32), axis=1)  # post-padded: real tokens first
@@ -114,23 +122,15 @@ def forward_module(model, config: dict):
             return tf.nn.softmax(logits)
 
         def _linear_scores(self, ids):
+            """The linear path without its bias (in dense_b): the same sums as the ONNX graph's."""
             terms = ids
             if linear["keys"] is not None:
-                slots = linear["slots"]
-                m1, m2 = multipliers(slots)
                 wide = tf.cast(ids, tf.int64)
-                first, second = wide[:, :-1], wide[:, 1:]
-                key = first * linear["vocab_size"] + second
-                found = tf.zeros_like(ids[:, :-1])
-                for a, b, m in ((first, second, m1), (second, first, m2)):  # the two probe slots
-                    slot = tf.math.floormod(tf.math.floormod(a, slots) * m + b, slots)
-                    hit = tf.equal(tf.gather(self.pair_keys, slot), key)
-                    found = tf.maximum(found, tf.where(hit, tf.gather(self.pair_rows, slot), 0))
-                terms = tf.concat([ids, found], axis=1)
+                found = self.pair_table.lookup(wide[:, :-1] * linear["vocab_size"] + wide[:, 1:])
+                terms = tf.concat([ids, tf.cast(found, tf.int32)], axis=1)
             count = tf.reduce_sum(tf.cast(tf.equal(terms[:, :, None], terms[:, None, :]), tf.int32), axis=2)
             sums = tf.reduce_sum(tf.gather(self.linear_counts, count) * tf.gather(self.linear_rows, terms), axis=1)
-            norm = tf.maximum(tf.sqrt(sums[:, classes:]), 1e-12)
-            return sums[:, :classes] / norm + self.linear_bias
+            return sums[:, :classes] * tf.math.rsqrt(sums[:, classes:])
 
     return Forward()
 
