@@ -4,7 +4,8 @@ Both run a hand-built graph of the model's math (`Forward`), as the ONNX and TFL
 not Keras's traced graph: the recurrence is a tf.while_loop over chunks of 16 unrolled steps that
 covers the batch's longest real text (not max_len), the first layer's input product is folded into
 the embedding table, and the linear TF-IDF path is gathers from folded tables
-(kerasrnn.linear.folded_tables) with its word pairs found by one hash-table lookup. Keras's graph took 17x the ONNX file's batch-1 latency (#17).
+(kerasrnn.linear.folded_tables), its word pairs found by one hash-table lookup. Keras's graph took
+17x the ONNX file's batch-1 latency (#17).
 Standard TensorFlow ops only: TF Serving loads it as is. Architectures outside the hand-built graph
 (several layers, bidirectional, a bag-of-words path) serve Keras's graph as before.
 
