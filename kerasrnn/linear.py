@@ -6,8 +6,10 @@ by the same model.fit, and the recurrence adds to it what order tells (kerasrnn.
 
 - terms: the token ids, plus one id per adjacent word pair found in a bigram vocabulary (the most
   frequent pairs of the training split, `--bigrams` of them). Pairs are looked up in a hash table of
-  int32 keys, each pair in one of its two probe slots (cuckoo hashing, written at training time):
-  plain arithmetic and gathers, so the ONNX and TFLite graphs compute the same ids with standard ops.
+  int32 keys, each pair in one of its two probe slots (cuckoo hashing, written at training time). The
+  export graphs find the same ids with standard ops in their own ways: TFLite's builtin
+  HASHTABLE_LOOKUP over the pairs' sorted keys, a TensorFlow lookup table, and in ONNX a table
+  rebuilt for its ops (`export_pair_table`).
 - weights: sublinear TF-IDF, L2-normalised, exactly scikit-learn's TfidfVectorizer(sublinear_tf=
   True) formula over these terms. A term seen c times in the text weighs idf * (1 + ln c), spread
   as idf * (1 + ln c) / c over its c positions; the norm is sqrt(sum over positions of w_i^2 c_i).
@@ -44,7 +46,12 @@ def multipliers(slots: int) -> tuple[int, int]:
     """Odd multipliers of the two probe hashes, small enough that (slots - 1) * m + id stays in int32:
     irrational fractions (golden ratio, plastic number) of that bound, so that the products of nearby
     ids land far apart modulo `slots` (a power-of-two multiplier put every pair of a word in 4 slots)."""
-    bound = (1 << 30) // slots
+    return _odd_fractions((1 << 30) // slots)
+
+
+def _odd_fractions(bound: int) -> tuple[int, int]:
+    """Two odd multipliers at most `bound` (at least 1): the golden ratio's and the plastic number's
+    fractions of it."""
     return int(bound * 0.6180339887) | 1, int(bound * 0.7548776662) | 1
 
 
@@ -137,16 +144,19 @@ def export_pair_table(w: dict) -> dict:
     keys, rows, vocab = np.asarray(w["keys"], np.int64), np.asarray(w["rows"], np.int32), int(w["vocab_size"])
     stored = np.flatnonzero(keys[0] >= 0)
     first, second = keys[0, stored], keys[1, stored]
-    bound = (2 ** 31 - 1 - vocab) // vocab  # (vocab - 1) x m + vocab - 1 < 2^31
-    m1, m2 = int(bound * 0.6180339887) | 1, int(bound * 0.7548776662) | 1
-    slots = table_slots(len(stored))
+    if len(np.unique(first * vocab + second)) < len(stored):  # e.g. statistics never set: all (0, 0)
+        raise InternalError("the model's word-pair table holds a pair twice; its statistics were not set")
+    m1, m2 = _odd_fractions((2 ** 31 - 1 - vocab) // vocab)  # (vocab - 1) x m + vocab - 1 < 2^31
+    # Any size works for the mod (no power of two needed): a load of about 0.45, below the 0.5 at
+    # which two-probe cuckoo hashing starts to fail; 1.25x larger after a failure.
+    slots = max(16, int(2.2 * len(stored)) + 1)
     while slots < 1 << 27:
         probes = np.stack([(first * m1 + second) % slots, (second * m2 + first) % slots], axis=1)
         probes = np.where(probes == 0, probes[:, ::-1], probes)  # a pair never goes to slot 0
         table, dropped = _cuckoo(probes, slots)
         if not dropped and not (probes == 0).all(axis=1).any():
             break
-        slots *= 2
+        slots = int(slots * 1.25)
     else:
         raise InternalError(f"no export table holds the model's {len(stored)} word pairs")
     placed = table >= 0
@@ -262,8 +272,9 @@ def folded_tables(w: dict, positions: int) -> dict:
     - counts [positions + 1, classes + 1]: for a term seen c times in its text, f(c) = (1 + ln c) / c
       in the class columns and g(c) = (1 + ln c)^2 / c in the last; row 0 is never read.
       sum over positions of counts[c_i] x rows[term_i] = [sum of weight_i x kernel row | norm^2];
-    - pair_keys [slots] int64: each stored word pair as first x vocab + second (-1: empty slot);
-      vocab: that multiplier (the vocabulary size)."""
+    - pair_keys [slots] int64: each stored word pair of the model's table as first x vocab + second
+      (-1: empty slot), for code that probes that table itself (the bench's C floor; the export
+      graphs use their own tables); vocab: that multiplier (the vocabulary size)."""
     idf = np.asarray(w["idf"], np.float64)[:, None]
     rows = np.concatenate([idf * np.asarray(w["kernel"], np.float64), idf * idf], axis=1).astype(np.float32)
     c = np.arange(positions + 1, dtype=np.float64)

@@ -78,13 +78,21 @@ def test_hand_written_graphs_match_keras_with_a_bag_of_words_path(pooling, bidir
     _check_hand_written_graphs(config, np.random.default_rng(7))
 
 
-@pytest.mark.parametrize("bigrams, vocab", [(0, 40), (20, 40), (20, 50000)])
+@pytest.mark.parametrize("bigrams, vocab, slot_rows", [(0, 40, True), (20, 40, True), (20, 40, False),
+                                                      (20, 46340, True), (20, 50000, True)])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_hand_written_graphs_match_keras_with_the_linear_tfidf_path(bidirectional, bigrams, vocab):
+def test_hand_written_graphs_match_keras_with_the_linear_tfidf_path(bidirectional, bigrams, vocab, slot_rows,
+                                                                     monkeypatch):
     """--linear tfidf (the default): the TF-IDF path's bigram lookup, term counts and norm in every
-    hand-written graph, on texts whose words and word pairs repeat; a vocabulary whose pair keys
-    overflow int32 (50,000 words: TFLite compares the two words one by one)."""
+    hand-written graph, on texts whose words and word pairs repeat; the largest vocabulary whose pair
+    keys fit int32 (46,340 words) and one past it (50,000: TFLite compares the two words one by one,
+    ONNX computes in int64); ONNX's pairs as terms by slot and, where those rows would cost too many
+    bytes (slot_rows False), by row id."""
+    from kerasrnn.export import onnx_export
     from kerasrnn.linear import term_statistics
+
+    if not slot_rows:
+        monkeypatch.setattr(onnx_export, "SLOT_ROWS_MAX_BYTES", 0)
 
     rng = np.random.default_rng(11)
     train = rng.integers(3, 9, (100, 10)).astype(np.int32)
@@ -132,7 +140,7 @@ def _check_hand_written_graphs(config: dict, rng, linear_statistics: dict | None
     # a batch of 8 or more runs the Scan branch (one forward layer), fewer the RNN operator
     assert np.abs(session.run(None, {"tokens": np.concatenate([ids, ids])})[0]
                   - np.concatenate([expected, expected])).max() <= 1e-5
-    for row in ids[:3]:
+    for row in ids[:4]:  # with the linear path, ids[3] is <START> alone: one step, no word pair
         assert np.abs(session.run(None, {"tokens": row[None]})[0] - model.predict(row[None], verbose=0)).max() <= 1e-5
 
     for build in (build_stepwise_tflite, build_fused_tflite):

@@ -30,6 +30,9 @@ OPSET = 17
 # The lowest IR version opset 17 needs. onnx writes its newest by default (14 with onnx 1.23), which
 # onnxruntime 1.20 (max IR 10) and onnxruntime-web 1.30 (max IR 13) refuse to load.
 IR_VERSION = 8
+# The linear path's pairs are terms by their hash slot when the kernel rows that takes (one per
+# slot, not per pair) add at most this much to the file; else by their row id, one Gather more.
+SLOT_ROWS_MAX_BYTES = 1 << 20
 INPUT, OUTPUT = "tokens", "probabilities"
 
 
@@ -174,10 +177,13 @@ def _linear_scores(w: dict, max_len: int, logits_in: str, logits_out: str):
       cut length T' gathered from the ids at once ([B, 2, P]: first, second), one MatMul giving both
       probe sums and the pair's key first x vocab + second, one Mod by -slots giving each probe's
       slot s as s - slots (0 for slot 0, which is empty); the stored key compared; the matching
-      probe (negative) is the pair's term, 0 (<PAD>, weightless) for a pair outside the table;
+      probe (negative) is the pair's term, 0 (<PAD>, weightless) for a pair outside the table.
+      That needs a kernel row per slot, not per pair: where those rows would add more than
+      SLOT_ROWS_MAX_BYTES to the file (many classes), the matching slot's row id is looked up
+      instead, one Gather more;
     - each term's count c in its text: an equality matrix of the terms, summed;
-    - one gather of [idf x kernel row | idf^2] per term (words at their id, pairs at their slot in
-      the table's tail, read by the negative term) and one of [f(c) ... | g(c)] per count, with
+    - one gather of [idf x kernel row | idf^2] per term (words at their id, pairs at their row, or
+      at their slot in the table's tail, read by the negative term) and one of [f(c) ... | g(c)] per count, with
       f(c) = (1 + ln c) / c and g(c) = (1 + ln c)^2 / c (kerasrnn.linear.folded_tables): their
       product summed over the positions is [sum of weighted kernel rows | squared norm];
     - scores = sums / norm, without a Max guard: <PAD> and <START> carry an idf^2 of 1e-24
@@ -198,7 +204,9 @@ def _linear_scores(w: dict, max_len: int, logits_in: str, logits_out: str):
         pairs = export_pair_table(w)
         slots, (m1, m2) = pairs["slots"], pairs["multipliers"]
         key_type = np.int32 if vocab * vocab < 2 ** 31 else np.int64  # int32: no Cast of the words
-        rows = np.concatenate([rows[:vocab], rows[pairs["rows"]]])  # [vocab + slots, classes + 1]
+        slot_terms = (vocab + slots - len(rows)) * rows.shape[1] * 4 <= SLOT_ROWS_MAX_BYTES
+        if slot_terms:
+            rows = np.concatenate([rows[:vocab], rows[pairs["rows"]]])  # [vocab + slots, classes + 1]
         # Column j >= 1 of pair_index holds the positions of pair j - 1 (first, second); the Slice
         # from column 1 to "steps" keeps the pairs of the cut length T' (column 0 is never read).
         pair_index = np.zeros((2, max_len), np.int64)
@@ -220,9 +228,15 @@ def _linear_scores(w: dict, max_len: int, logits_in: str, logits_out: str):
                   helper.make_node("Mod", ["probe_sum", "lin_neg_slots"], ["probe_slot"]),  # in (-slots, 0]
                   helper.make_node("Gather", ["bigram_pair_keys", "probe_slot"], ["probe_key"]),
                   helper.make_node("Equal", ["probe_key", "pair_key"], ["probe_match"]),
-                  helper.make_node("Where", ["probe_match", "probe_slot", "lin_none"], ["probe_found"]),
-                  helper.make_node("ReduceMin", ["probe_found"], ["pair_term"], axes=[1], keepdims=0),  # [B, P]
                   ]
+        if slot_terms:
+            nodes += [helper.make_node("Where", ["probe_match", "probe_slot", "lin_none"], ["probe_found"]),
+                      helper.make_node("ReduceMin", ["probe_found"], ["pair_term"], axes=[1], keepdims=0)]  # [B, P]
+        else:
+            inits.append(numpy_helper.from_array(pairs["rows"].astype(key_type), "bigram_rows"))
+            nodes += [helper.make_node("Gather", ["bigram_rows", "probe_slot"], ["probe_row"]),
+                      helper.make_node("Where", ["probe_match", "probe_row", "lin_none"], ["probe_found"]),
+                      helper.make_node("ReduceMax", ["probe_found"], ["pair_term"], axes=[1], keepdims=0)]
         pair_term = "pair_term"
         if key_type == np.int64:
             nodes.append(helper.make_node("Cast", [pair_term], ["pair_term_i32"], to=TensorProto.INT32))
