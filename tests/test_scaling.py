@@ -157,7 +157,9 @@ def test_two_jax_workers_read_half_a_shard_glob_each(tmp_path, sms_rows):
     proc = run_cli(["-m", "kerasrnn.vocab", "--data", pattern, "--output", str(vocab), "--vocab-size", "1500",
                     "--max-len", "24"])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    args = ["--data", pattern, "--vocab", str(vocab), *TINY, "--epochs", "3"]
+    # Eight epochs: at three both runs were still climbing steeply, so the 2-point check measured where on
+    # the learning curve each stopped (0.9647 vs 0.9906 on one CPU), not what sharding does.
+    args = ["--data", pattern, "--vocab", str(vocab), *TINY, "--epochs", "8"]
     procs = _train_two_workers(args, tmp_path / "two")
     for p in procs:
         assert p.returncode == 0, p.stderr[-3000:]
