@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from kerasrnn import pooling
-from kerasrnn.export.tflite_graph import F32, I32, GraphBuilder, Op, Opt, T, classifier_head, options, token_prelude
+from kerasrnn.export.tflite_graph import F32, I32, GraphBuilder, Op, Opt, T, options, token_prelude
+from kerasrnn.export.tflite_head import classifier_head
 from kerasrnn.model import export_weights
 
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from kerasrnn import pooling
-from kerasrnn.export.tflite_graph import BOOL, F32, I32, GraphBuilder, Op, Opt, T, classifier_head, options, token_prelude
+from kerasrnn.export.tflite_graph import BOOL, F32, I32, GraphBuilder, Op, Opt, T, options, token_prelude
+from kerasrnn.export.tflite_head import classifier_head
 from kerasrnn.model import input_product_table, rnn_weights
 
 PAD_PENALTY = -4.0  # added to padded steps before max pooling: tanh outputs lie in (-1, 1)
