@@ -14,7 +14,8 @@ from kerasrnn.model import head_weights, linear_weights
 
 def classifier_head(g: GraphBuilder, model, features: int, width: int, ids: int, valid: int, length: int) -> int:
     """features [1, width] -> probabilities [1, classes]: Dense (+ the bag-of-words path's mean
-    of per-word class scores, model.head_weights) + softmax.
+    of per-word class scores, model.head_weights) (+ the linear TF-IDF path's scores,
+    model.linear_weights) + softmax.
 
     A row without tokens (only possible for hand-made ids) pools to zeros first, as Keras does
     for an all-masked sequence.
